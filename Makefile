@@ -1,0 +1,41 @@
+# Makefile for the saga extension (PGXS)
+
+EXTENSION = saga
+MODULE_big = saga
+OBJS = \
+	src/saga.o \
+	src/shmem.o \
+	src/launcher.o \
+	src/worker.o \
+	src/dispatch.o \
+	src/publish.o \
+	src/instance.o \
+	src/wakeup.o \
+	src/utility.o \
+	src/spi_util.o
+DATA = saga--1.0.sql
+PGFILEDESC = "saga - sagas inside PostgreSQL"
+
+PG_CPPFLAGS = -I$(srcdir)/src
+
+# Suites driven by saga_run_pending(), in a cluster without the library
+# preloaded (so no worker competes with the test, and that mode is tested).
+REGRESS = choreography bad_input subscriptions
+REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=$(srcdir)/test/no_preload.conf
+
+# Suites that run through the background workers.
+REGRESS_WORKERS = workers
+REGRESS_WORKERS_OPTS = --temp-instance=tmp_check_workers --temp-config=$(srcdir)/test/preload.conf
+
+TAP_TESTS = 1
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+installcheck: installcheck-workers
+
+installcheck-workers: submake
+	$(pg_regress_installcheck) $(REGRESS_WORKERS_OPTS) $(REGRESS_WORKERS)
+
+.PHONY: installcheck-workers

@@ -1,0 +1,375 @@
+/*-------------------------------------------------------------------------
+ *
+ * dispatch.c
+ *	  Claim a batch of pending deliveries and run their handlers.
+ *
+ * A batch runs inside the caller's transaction (a worker's, or the session
+ * calling saga_run_pending()).  Deliveries are claimed with FOR UPDATE SKIP
+ * LOCKED, so any number of workers can share the queue without taking the
+ * same delivery twice.  Each handler runs in its own subtransaction: what
+ * it writes and what it publishes commit together with the delivery
+ * marked done, or not at all; a handler that raises rolls back alone, its
+ * error is recorded and the delivery is retried with exponential backoff
+ * until saga.max_attempts, after which it is dead-lettered.
+ *
+ * A handler runs as the role that subscribed it, never as the superuser
+ * that owns the worker, inside a security-restricted operation and with
+ * its GUC changes undone afterwards, as VACUUM runs index functions as the
+ * table's owner.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "commands/sequence.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/regproc.h"
+#include "utils/resowner.h"
+#include "utils/syscache.h"
+
+#include "saga.h"
+
+SagaCurrentDelivery *saga_current_delivery = NULL;
+
+/* One claimed delivery, copied out of SPI's memory. */
+typedef struct ClaimedDelivery
+{
+	int64		delivery_id;
+	int32		attempts;
+	Oid			handler;
+	Oid			owner;
+	char	   *consumer;
+	int64		event_id;
+	int64		saga_id;
+	bool		has_saga_id;
+	Datum		event;			/* the saga.event row */
+} ClaimedDelivery;
+
+static SagaPlan claim_plan = {
+	"SELECT d.id, d.attempts, s.handler::oid, s.owner::oid, s.consumer,"
+	"       e.id, e.saga_id, e"
+	"  FROM saga.delivery d"
+	"  JOIN saga.subscription s ON s.id = d.subscription_id"
+	"  JOIN saga.event e ON e.id = d.event_id"
+	" WHERE d.status = 'pending' AND d.next_attempt_at <= now()"
+	" ORDER BY d.id"
+	" LIMIT $1"
+	"   FOR UPDATE OF d SKIP LOCKED",
+	1, {INT4OID}
+};
+
+static SagaPlan done_plan = {
+	"UPDATE saga.delivery d"
+	"   SET status = 'done', attempts = d.attempts + 1, last_error = NULL,"
+	"       delivered_at = u.at, seq = u.seq"
+	"  FROM unnest($1::bigint[], $2::bigint[], $3::timestamptz[]) AS u(id, seq, at)"
+	" WHERE d.id = u.id",
+	3, {INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID}
+};
+
+static SagaPlan failed_plan = {
+	"UPDATE saga.delivery"
+	"   SET attempts = attempts + $2, last_error = $3,"
+	"       status = CASE WHEN attempts + $2 >= $4 THEN 'dead' ELSE 'pending' END,"
+	"       next_attempt_at = clock_timestamp() + $5 * interval '1 millisecond'"
+	" WHERE id = $1"
+	" RETURNING status",
+	5, {INT8OID, INT4OID, TEXTOID, INT4OID, FLOAT8OID}
+};
+
+/* Cached FmgrInfo of the handlers seen in this batch. */
+typedef struct HandlerInfo
+{
+	Oid			oid;
+	FmgrInfo	flinfo;
+} HandlerInfo;
+
+static FmgrInfo *
+lookup_handler(HandlerInfo *cache, int *ncache, int maxcache, Oid handler,
+			   MemoryContext cxt)
+{
+	int			i;
+
+	for (i = 0; i < *ncache; i++)
+		if (cache[i].oid == handler)
+			return &cache[i].flinfo;
+
+	if (!SearchSysCacheExists1(PROCOID, ObjectIdGetDatum(handler)))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FUNCTION),
+				 errmsg("handler function %u no longer exists", handler),
+				 errhint("Drop the subscription with saga_unsubscribe() or subscribe a new handler.")));
+
+	Assert(*ncache < maxcache);
+	cache[*ncache].oid = handler;
+	fmgr_info_cxt(handler, &cache[*ncache].flinfo, cxt);
+	return &cache[(*ncache)++].flinfo;
+}
+
+/* Run one handler as its subscription's owner. */
+static void
+run_handler(ClaimedDelivery *cd, FmgrInfo *flinfo)
+{
+	LOCAL_FCINFO(fcinfo, 1);
+	Oid			save_userid;
+	int			save_sec_context;
+	int			save_nestlevel;
+
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(cd->owner,
+						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	save_nestlevel = NewGUCNestLevel();
+
+	if (pg_proc_aclcheck(cd->handler, cd->owner, ACL_EXECUTE) != ACLCHECK_OK)
+	{
+		char	   *role = GetUserNameFromId(cd->owner, true);
+
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("role \"%s\" may not execute handler %s",
+						role ? role : "(dropped role)",
+						format_procedure(cd->handler))));
+	}
+
+	InitFunctionCallInfoData(*fcinfo, flinfo, 1, InvalidOid, NULL, NULL);
+	fcinfo->args[0].value = cd->event;
+	fcinfo->args[0].isnull = false;
+	(void) FunctionCallInvoke(fcinfo);
+
+	AtEOXact_GUC(false, save_nestlevel);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+}
+
+/* Delay before retrying after the given number of failed attempts. */
+static double
+retry_delay_ms(int attempts)
+{
+	double		delay = (double) saga_retry_backoff;
+
+	delay *= (double) (1 << Min(Max(attempts - 1, 0), 20));
+	return Min(delay, 3600.0 * 1000.0);
+}
+
+static void
+record_failure(ClaimedDelivery *cd, ErrorData *edata)
+{
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	bool		transient;
+	char	   *status;
+	bool		isnull;
+	StringInfoData msg;
+
+	/* a deadlock or serialization failure is not the handler's fault */
+	transient = ERRCODE_TO_CATEGORY(edata->sqlerrcode) ==
+		ERRCODE_TRANSACTION_ROLLBACK;
+
+	initStringInfo(&msg);
+	appendStringInfo(&msg, "%s (SQLSTATE %s)",
+					 edata->message ? edata->message : "unknown error",
+					 unpack_sql_state(edata->sqlerrcode));
+
+	values[0] = Int64GetDatum(cd->delivery_id);
+	values[1] = Int32GetDatum(transient ? 0 : 1);
+	values[2] = CStringGetTextDatum(msg.data);
+	values[3] = Int32GetDatum(saga_max_attempts);
+	values[4] = Float8GetDatum(transient ? 10.0 : retry_delay_ms(cd->attempts + 1));
+	saga_execute(&failed_plan, values, nulls, false, 0);
+
+	status = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0],
+											   SPI_tuptable->tupdesc, 1, &isnull));
+	if (strcmp(status, "dead") == 0)
+		ereport(WARNING,
+				(errmsg("saga: delivery %lld of event %lld to consumer \"%s\" dead-lettered after %d attempts",
+						(long long) cd->delivery_id, (long long) cd->event_id,
+						cd->consumer, cd->attempts + 1),
+				 errdetail("Last error: %s", msg.data)));
+	else
+		ereport(DEBUG1,
+				(errmsg("saga: delivery %lld to consumer \"%s\" failed, will retry",
+						(long long) cd->delivery_id, cd->consumer),
+				 errdetail("%s", msg.data)));
+}
+
+/*
+ * Claim up to limit deliveries and run their handlers.  The caller is in
+ * a transaction with an active snapshot.
+ */
+SagaBatchResult
+saga_dispatch_batch(int limit)
+{
+	SagaBatchResult result = {0, 0, 0};
+	MemoryContext batch_cxt;
+	MemoryContext oldcxt;
+	ClaimedDelivery *claimed;
+	HandlerInfo *handlers;
+	int			nhandlers = 0;
+	Datum	   *done_ids;
+	Datum	   *done_seqs;
+	Datum	   *done_ats;
+	Oid			seq_oid;
+	Datum		arg;
+	int			i;
+
+	if (saga_current_delivery != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot deliver events from inside a handler")));
+
+	batch_cxt = AllocSetContextCreate(CurrentMemoryContext, "saga batch",
+									  ALLOCSET_DEFAULT_SIZES);
+	oldcxt = MemoryContextSwitchTo(batch_cxt);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+
+	seq_oid = get_relname_relid("trace_seq", get_namespace_oid(SAGA_SCHEMA, false));
+
+	arg = Int32GetDatum(limit);
+	saga_execute(&claim_plan, &arg, NULL, false, 0);
+	result.claimed = (int) SPI_processed;
+
+	claimed = palloc0(sizeof(ClaimedDelivery) * Max(result.claimed, 1));
+	handlers = palloc0(sizeof(HandlerInfo) * Max(result.claimed, 1));
+	done_ids = palloc(sizeof(Datum) * Max(result.claimed, 1));
+	done_seqs = palloc(sizeof(Datum) * Max(result.claimed, 1));
+	done_ats = palloc(sizeof(Datum) * Max(result.claimed, 1));
+
+	for (i = 0; i < result.claimed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		ClaimedDelivery *cd = &claimed[i];
+		bool		isnull;
+		Datum		d;
+
+		cd->delivery_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		cd->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
+		cd->handler = DatumGetObjectId(SPI_getbinval(tup, desc, 3, &isnull));
+		cd->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 4, &isnull));
+		cd->consumer = TextDatumGetCString(SPI_getbinval(tup, desc, 5, &isnull));
+		cd->event_id = DatumGetInt64(SPI_getbinval(tup, desc, 6, &isnull));
+		cd->saga_id = DatumGetInt64(SPI_getbinval(tup, desc, 7, &isnull));
+		cd->has_saga_id = !isnull;
+		d = SPI_getbinval(tup, desc, 8, &isnull);
+		cd->event = PointerGetDatum(PG_DETOAST_DATUM_COPY(d));
+	}
+
+	for (i = 0; i < result.claimed; i++)
+	{
+		ClaimedDelivery *cd = &claimed[i];
+		SagaCurrentDelivery current;
+		ResourceOwner oldowner = CurrentResourceOwner;
+		TimestampTz at;
+		int64		seq;
+
+		CHECK_FOR_INTERRUPTS();
+
+		current.event_id = cd->event_id;
+		current.saga_id = cd->saga_id;
+		current.has_saga_id = cd->has_saga_id;
+		current.consumer = cd->consumer;
+
+		/* the moment of delivery, for the trace: before what it publishes */
+		seq = nextval_internal(seq_oid, false);
+		at = GetCurrentTimestamp();
+
+		BeginInternalSubTransaction(NULL);
+		MemoryContextSwitchTo(batch_cxt);
+		PG_TRY();
+		{
+			FmgrInfo   *flinfo;
+
+			flinfo = lookup_handler(handlers, &nhandlers, result.claimed,
+									cd->handler, batch_cxt);
+			saga_current_delivery = &current;
+			run_handler(cd, flinfo);
+			saga_current_delivery = NULL;
+
+			ReleaseCurrentSubTransaction();
+			MemoryContextSwitchTo(batch_cxt);
+			CurrentResourceOwner = oldowner;
+
+			done_ids[result.done] = Int64GetDatum(cd->delivery_id);
+			done_seqs[result.done] = Int64GetDatum(seq);
+			done_ats[result.done] = TimestampTzGetDatum(at);
+			result.done++;
+		}
+		PG_CATCH();
+		{
+			ErrorData  *edata;
+
+			saga_current_delivery = NULL;
+			MemoryContextSwitchTo(batch_cxt);
+			edata = CopyErrorData();
+			FlushErrorState();
+
+			RollbackAndReleaseCurrentSubTransaction();
+			MemoryContextSwitchTo(batch_cxt);
+			CurrentResourceOwner = oldowner;
+
+			record_failure(cd, edata);
+			FreeErrorData(edata);
+			result.failed++;
+		}
+		PG_END_TRY();
+	}
+
+	if (result.done > 0)
+	{
+		Datum		values[3];
+
+		values[0] = PointerGetDatum(construct_array(done_ids, result.done, INT8OID,
+													sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		values[1] = PointerGetDatum(construct_array(done_seqs, result.done, INT8OID,
+													sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		values[2] = PointerGetDatum(construct_array(done_ats, result.done, TIMESTAMPTZOID,
+													sizeof(TimestampTz), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		saga_execute(&done_plan, values, NULL, false, 0);
+	}
+
+	SPI_finish();
+	MemoryContextSwitchTo(oldcxt);
+	MemoryContextDelete(batch_cxt);
+	return result;
+}
+
+PG_FUNCTION_INFO_V1(saga_run_pending);
+
+/*
+ * saga_run_pending() returns bigint
+ *
+ * Deliver in this session, batch after batch, until nothing is pending:
+ * events published by the handlers are delivered too, so whole sagas run
+ * to their end.  Everything happens in the caller's transaction.  Returns
+ * the number of deliveries handled successfully.  A delivery that fails is
+ * not retried within the same call.
+ */
+Datum
+saga_run_pending(PG_FUNCTION_ARGS)
+{
+	int64		total = 0;
+
+	for (;;)
+	{
+		SagaBatchResult r;
+
+		CHECK_FOR_INTERRUPTS();
+		r = saga_dispatch_batch(saga_batch_size);
+		total += r.done;
+		if (r.claimed == 0)
+			break;
+	}
+	PG_RETURN_INT64(total);
+}

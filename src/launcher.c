@@ -1,0 +1,361 @@
+/*-------------------------------------------------------------------------
+ *
+ * launcher.c
+ *	  The launcher: keeps saga.workers workers running in every database
+ *	  where the extension is installed.
+ *
+ * The launcher is a static background worker connected to no database (it
+ * reads only the shared catalog pg_database, as the logical replication
+ * launcher reads pg_subscription).  It cannot see pg_extension, so for a
+ * database it has not seen before it starts one worker, which connects,
+ * looks for the extension and reports ACTIVE (and stays) or ABSENT (and
+ * exits).  CREATE EXTENSION wakes it at commit (saga_wake_launcher()), and
+ * the utility hook wakes it after CREATE/DROP DATABASE, so new databases
+ * are served without a restart and dropped ones are forgotten.
+ *
+ * Workers are dynamic background workers that report to the launcher
+ * (bgw_notify_pid), so the launcher's latch is set whenever one starts or
+ * stops.  A worker that exits without having been asked to is restarted
+ * after a delay that doubles with each consecutive failure, so that a
+ * database whose worker keeps failing does not flood the log.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/pg_database.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/wait_event.h"
+
+#include "saga.h"
+
+/* How often the launcher re-reads pg_database even if nobody asked. */
+#define SAGA_RESCAN_INTERVAL_MS		(60 * 1000)
+
+/* Handles of the workers this launcher started, by slot. */
+static BackgroundWorkerHandle **worker_handles = NULL;
+
+void
+saga_register_launcher(void)
+{
+	BackgroundWorker bgw;
+
+	memset(&bgw, 0, sizeof(bgw));
+	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	bgw.bgw_restart_time = 5;
+	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "saga");
+	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "saga_launcher_main");
+	snprintf(bgw.bgw_name, BGW_MAXLEN, "saga launcher");
+	snprintf(bgw.bgw_type, BGW_MAXLEN, "saga launcher");
+	RegisterBackgroundWorker(&bgw);
+}
+
+static void
+launcher_detach(int code, Datum arg)
+{
+	LWLockAcquire(SagaShmem->lock, LW_EXCLUSIVE);
+	SagaShmem->launcher_pid = 0;
+	SagaShmem->launcher_latch = NULL;
+	LWLockRelease(SagaShmem->lock);
+}
+
+/*
+ * Re-read pg_database: add an UNKNOWN entry for every database that accepts
+ * connections and is not a template, forget entries of databases that are
+ * gone (or became templates) and have no worker left.
+ */
+static void
+launcher_rescan(void)
+{
+	Relation	rel;
+	TableScanDesc scan;
+	HeapTuple	tup;
+	List	   *dboids = NIL;
+	MemoryContext scancxt = CurrentMemoryContext;
+	ListCell   *lc;
+	int			i;
+
+	StartTransactionCommand();
+	(void) GetTransactionSnapshot();
+	rel = table_open(DatabaseRelationId, AccessShareLock);
+	scan = table_beginscan_catalog(rel, 0, NULL);
+	while (HeapTupleIsValid(tup = heap_getnext(scan, ForwardScanDirection)))
+	{
+		Form_pg_database pgdb = (Form_pg_database) GETSTRUCT(tup);
+		MemoryContext old;
+
+		if (!pgdb->datallowconn || pgdb->datistemplate)
+			continue;
+		old = MemoryContextSwitchTo(scancxt);
+		dboids = lappend_oid(dboids, pgdb->oid);
+		MemoryContextSwitchTo(old);
+	}
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	CommitTransactionCommand();
+
+	LWLockAcquire(SagaShmem->lock, LW_EXCLUSIVE);
+	SagaShmem->rescan = false;
+	for (i = 0; i < SagaShmem->max_databases; i++)
+	{
+		SagaDatabase *db = &SagaShmem->databases[i];
+		int			j;
+		bool		has_worker = false;
+
+		if (db->state == SAGA_DB_UNUSED || db->state == SAGA_DB_PAUSED ||
+			list_member_oid(dboids, db->dboid))
+			continue;
+		for (j = 0; j < SagaShmem->max_workers; j++)
+			if (SagaShmem->workers[j].in_use && SagaShmem->workers[j].dboid == db->dboid)
+				has_worker = true;
+		if (!has_worker)
+			db->state = SAGA_DB_UNUSED;
+	}
+	foreach(lc, dboids)
+	{
+		if (saga_find_database(lfirst_oid(lc), true) == NULL)
+		{
+			ereport(LOG,
+					(errmsg("saga launcher: more than %d databases, database %u is not served",
+							SagaShmem->max_databases, lfirst_oid(lc))));
+			break;
+		}
+	}
+	LWLockRelease(SagaShmem->lock);
+	list_free(dboids);
+}
+
+/*
+ * Free the slots of workers that have exited.  A worker clears its own slot
+ * on a clean exit; this catches those that died before attaching or
+ * without running their exit callbacks.  An exit nobody asked for counts
+ * as a failure of that database and delays the next start.
+ */
+static void
+launcher_reap(void)
+{
+	int			i;
+
+	for (i = 0; i < SagaShmem->max_workers; i++)
+	{
+		SagaWorkerSlot *w = &SagaShmem->workers[i];
+		pid_t		pid;
+
+		if (worker_handles[i] == NULL)
+			continue;
+		if (GetBackgroundWorkerPid(worker_handles[i], &pid) != BGWH_STOPPED)
+			continue;
+
+		pfree(worker_handles[i]);
+		worker_handles[i] = NULL;
+
+		/* still in use: it died without cleaning up after itself */
+		LWLockAcquire(SagaShmem->lock, LW_EXCLUSIVE);
+		if (w->in_use)
+			saga_release_slot(w, true);
+		LWLockRelease(SagaShmem->lock);
+		ConditionVariableBroadcast(&SagaShmem->slots_cv);
+	}
+}
+
+/* Start a worker for a database; returns false if no slot was free. */
+static bool
+launcher_start_worker(SagaDatabase *db)
+{
+	BackgroundWorker bgw;
+	BackgroundWorkerHandle *handle;
+	SagaWorkerSlot *w = NULL;
+	int			slot;
+
+	for (slot = 0; slot < SagaShmem->max_workers; slot++)
+	{
+		if (!SagaShmem->workers[slot].in_use && worker_handles[slot] == NULL)
+		{
+			w = &SagaShmem->workers[slot];
+			break;
+		}
+	}
+	if (w == NULL)
+		return false;
+
+	memset(w, 0, sizeof(*w));
+	w->in_use = true;
+	w->dboid = db->dboid;
+
+	memset(&bgw, 0, sizeof(bgw));
+	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	bgw.bgw_restart_time = BGW_NEVER_RESTART;
+	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "saga");
+	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "saga_worker_main");
+	snprintf(bgw.bgw_name, BGW_MAXLEN, "saga worker for database %u", db->dboid);
+	snprintf(bgw.bgw_type, BGW_MAXLEN, "saga worker");
+	bgw.bgw_main_arg = Int32GetDatum(slot);
+	bgw.bgw_notify_pid = MyProcPid;
+
+	if (!RegisterDynamicBackgroundWorker(&bgw, &handle))
+	{
+		w->in_use = false;
+		return false;
+	}
+	worker_handles[slot] = handle;
+	return true;
+}
+
+/*
+ * Bring each database's workers to the number wanted; returns how long the
+ * launcher may sleep before a delayed restart is due.
+ */
+static long
+launcher_reconcile(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	long		sleep_ms = SAGA_RESCAN_INTERVAL_MS;
+	bool		out_of_slots = false;
+	static bool warned_slots = false;
+	int			i;
+
+	LWLockAcquire(SagaShmem->lock, LW_EXCLUSIVE);
+	for (i = 0; i < SagaShmem->max_databases; i++)
+	{
+		SagaDatabase *db = &SagaShmem->databases[i];
+		int			want;
+		int			have = 0;
+		int			j;
+
+		switch (db->state)
+		{
+			case SAGA_DB_UNKNOWN:
+				want = saga_workers > 0 ? 1 : 0;
+				break;
+			case SAGA_DB_ACTIVE:
+				want = saga_workers;
+				break;
+			default:
+				continue;
+		}
+
+		for (j = 0; j < SagaShmem->max_workers; j++)
+		{
+			SagaWorkerSlot *w = &SagaShmem->workers[j];
+
+			if (!w->in_use || w->dboid != db->dboid || w->stop_requested)
+				continue;
+			if (have >= want)
+			{
+				/* saga.workers was lowered: ask the surplus to go */
+				w->stop_requested = true;
+				if (w->latch)
+					SetLatch(w->latch);
+				continue;
+			}
+			have++;
+		}
+		if (have >= want)
+			continue;
+		if (db->restart_after > now)
+		{
+			sleep_ms = Min(sleep_ms,
+						   TimestampDifferenceMilliseconds(now, db->restart_after) + 1);
+			continue;
+		}
+		while (have < want && !out_of_slots)
+		{
+			if (launcher_start_worker(db))
+				have++;
+			else
+				out_of_slots = true;
+		}
+	}
+	LWLockRelease(SagaShmem->lock);
+
+	if (out_of_slots)
+	{
+		if (!warned_slots)
+			ereport(WARNING,
+					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+					 errmsg("saga launcher: out of background worker slots"),
+					 errhint("Increase max_worker_processes, or lower saga.workers.")));
+		warned_slots = true;
+		sleep_ms = Min(sleep_ms, 1000);
+	}
+	else
+		warned_slots = false;
+	return sleep_ms;
+}
+
+void
+saga_launcher_main(Datum main_arg)
+{
+	TimestampTz last_scan = 0;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+	pgstat_report_appname("saga launcher");
+
+	worker_handles = MemoryContextAllocZero(TopMemoryContext,
+											sizeof(BackgroundWorkerHandle *) *
+											SagaShmem->max_workers);
+
+	LWLockAcquire(SagaShmem->lock, LW_EXCLUSIVE);
+	SagaShmem->launcher_pid = MyProcPid;
+	SagaShmem->launcher_latch = MyLatch;
+	SagaShmem->rescan = true;
+	LWLockRelease(SagaShmem->lock);
+	before_shmem_exit(launcher_detach, (Datum) 0);
+
+	ereport(LOG, (errmsg("saga launcher started")));
+
+	for (;;)
+	{
+		bool		rescan;
+		long		sleep_ms;
+
+		CHECK_FOR_INTERRUPTS();
+
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		launcher_reap();
+
+		LWLockAcquire(SagaShmem->lock, LW_SHARED);
+		rescan = SagaShmem->rescan;
+		LWLockRelease(SagaShmem->lock);
+		if (rescan ||
+			TimestampDifferenceExceeds(last_scan, GetCurrentTimestamp(),
+									   SAGA_RESCAN_INTERVAL_MS))
+		{
+			launcher_rescan();
+			last_scan = GetCurrentTimestamp();
+		}
+
+		sleep_ms = launcher_reconcile();
+
+		pgstat_report_activity(STATE_IDLE, NULL);
+		(void) WaitLatch(MyLatch,
+						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 sleep_ms, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}

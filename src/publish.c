@@ -1,0 +1,283 @@
+/*-------------------------------------------------------------------------
+ *
+ * publish.c
+ *	  The outbox and its subscriptions: saga_publish(), saga_subscribe(),
+ *	  saga_unsubscribe().
+ *
+ * Publishing an event inserts it and one pending delivery per subscription
+ * to its type, in the publishing transaction: the event exists exactly
+ * when the writes that produced it commit.  Inside a handler, the event
+ * being handled is the default saga id and cause, and the handler's
+ * consumer the default publisher, so a choreographed saga's events chain
+ * up without the handlers passing ids around.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_proc.h"
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/regproc.h"
+#include "utils/syscache.h"
+
+#include "saga.h"
+
+#define SAGA_MAX_NAME	200
+
+PG_FUNCTION_INFO_V1(saga_publish);
+PG_FUNCTION_INFO_V1(saga_subscribe);
+PG_FUNCTION_INFO_V1(saga_unsubscribe);
+
+static SagaPlan publish_plan = {
+	"WITH e AS ("
+	"  INSERT INTO saga.event (event_type, saga_id, payload, publisher, caused_by)"
+	"  VALUES ($1, $2, $3, $4, $5)"
+	"  RETURNING id),"
+	" d AS ("
+	"  INSERT INTO saga.delivery (event_id, subscription_id)"
+	"  SELECT e.id, s.id FROM e, saga.subscription s"
+	"   WHERE s.event_type = $1"
+	"   ORDER BY s.id)"
+	"SELECT id FROM e",
+	5, {TEXTOID, INT8OID, JSONBOID, TEXTOID, INT8OID}
+};
+
+static SagaPlan find_subscription_plan = {
+	"SELECT id, owner::oid FROM saga.subscription"
+	" WHERE consumer = $1 AND event_type = $2"
+	"   FOR UPDATE",
+	2, {TEXTOID, TEXTOID}
+};
+
+static SagaPlan subscribe_plan = {
+	"INSERT INTO saga.subscription (consumer, event_type, handler, owner)"
+	" VALUES ($1, $2, $3::oid::regprocedure, $4::oid::regrole)"
+	" RETURNING id",
+	4, {TEXTOID, TEXTOID, OIDOID, OIDOID}
+};
+
+static SagaPlan unsubscribe_plan = {
+	"WITH s AS (DELETE FROM saga.subscription WHERE id = $1 RETURNING id)"
+	" DELETE FROM saga.delivery d USING s"
+	"  WHERE d.subscription_id = s.id AND d.status = 'pending'",
+	1, {INT4OID}
+};
+
+/*
+ * Check a name argument (event type, consumer, saga type) and return it as
+ * a C string.
+ */
+char *
+saga_check_name(FunctionCallInfo fcinfo, int argno, const char *what)
+{
+	char	   *name;
+
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", what)));
+	name = text_to_cstring(PG_GETARG_TEXT_PP(argno));
+	if (name[strspn(name, " \t\r\n")] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must not be empty", what)));
+	if (pg_mbstrlen(name) > SAGA_MAX_NAME)
+		ereport(ERROR,
+				(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
+				 errmsg("%s is too long (%d characters)", what, pg_mbstrlen(name)),
+				 errhint("Names are limited to %d characters.", SAGA_MAX_NAME)));
+	return name;
+}
+
+/*
+ * saga_publish(event_type text, payload jsonb, saga_id bigint, publisher text)
+ */
+Datum
+saga_publish(PG_FUNCTION_ARGS)
+{
+	char	   *event_type = saga_check_name(fcinfo, 0, "event_type");
+	Jsonb	   *payload;
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	Oid			save_userid;
+	int			save_sec_context;
+	int64		event_id;
+	bool		isnull;
+
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("payload must not be null"),
+				 errhint("Publish '{}' for an event without data.")));
+	payload = PG_GETARG_JSONB_P(1);
+	if (!JB_ROOT_IS_OBJECT(payload))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("payload must be a JSON object")));
+
+	values[0] = CStringGetTextDatum(event_type);
+	values[2] = JsonbPGetDatum(payload);
+
+	/* saga id: given, else the one of the event being handled, else none */
+	if (!PG_ARGISNULL(2))
+		values[1] = PG_GETARG_DATUM(2);
+	else if (saga_current_delivery != NULL && saga_current_delivery->has_saga_id)
+		values[1] = Int64GetDatum(saga_current_delivery->saga_id);
+	else
+		nulls[1] = 'n';
+
+	/* publisher: given, else the handler's consumer, else the current role */
+	if (!PG_ARGISNULL(3))
+		values[3] = CStringGetTextDatum(saga_check_name(fcinfo, 3, "publisher"));
+	else if (saga_current_delivery != NULL)
+		values[3] = CStringGetTextDatum(saga_current_delivery->consumer);
+	else
+		values[3] = CStringGetTextDatum(GetUserNameFromId(GetUserId(), false));
+
+	if (saga_current_delivery != NULL)
+		values[4] = Int64GetDatum(saga_current_delivery->event_id);
+	else
+		nulls[4] = 'n';
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	saga_begin_as_owner(&save_userid, &save_sec_context);
+	saga_execute(&publish_plan, values, nulls, false, 0);
+	saga_end_as_owner(save_userid, save_sec_context);
+	event_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+										   SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_finish();
+
+	saga_note_published();
+	PG_RETURN_INT64(event_id);
+}
+
+/* The row type of saga.event, which every handler takes. */
+static Oid
+event_row_type(void)
+{
+	Oid			nsp = get_namespace_oid(SAGA_SCHEMA, false);
+
+	return get_rel_type_id(get_relname_relid("event", nsp));
+}
+
+/*
+ * saga_subscribe(consumer text, event_type text, handler regprocedure)
+ */
+Datum
+saga_subscribe(PG_FUNCTION_ARGS)
+{
+	char	   *consumer = saga_check_name(fcinfo, 0, "consumer");
+	char	   *event_type = saga_check_name(fcinfo, 1, "event_type");
+	Oid			handler = PG_GETARG_OID(2);
+	Oid			caller = GetUserId();
+	HeapTuple	proctup;
+	Form_pg_proc proc;
+	Datum		values[4];
+	Oid			save_userid;
+	int			save_sec_context;
+	bool		isnull;
+	int32		id;
+
+	proctup = SearchSysCache1(PROCOID, ObjectIdGetDatum(handler));
+	if (!HeapTupleIsValid(proctup))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FUNCTION),
+				 errmsg("function with OID %u does not exist", handler)));
+	proc = (Form_pg_proc) GETSTRUCT(proctup);
+	if (proc->prokind != PROKIND_FUNCTION || proc->proretset ||
+		proc->pronargs != 1 || proc->proargtypes.values[0] != event_row_type())
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_FUNCTION_DEFINITION),
+				 errmsg("%s cannot be a saga handler", format_procedure(handler)),
+				 errdetail("A handler is a function (not a procedure or set-returning function) "
+						   "that takes exactly one argument of type saga.event."),
+				 errhint("CREATE FUNCTION my_handler(e saga.event) RETURNS void ...")));
+	ReleaseSysCache(proctup);
+
+	if (pg_proc_aclcheck(handler, caller, ACL_EXECUTE) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for function %s", format_procedure(handler)),
+				 errdetail("Handlers run as the role that subscribes them, which must be allowed to execute them.")));
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	saga_begin_as_owner(&save_userid, &save_sec_context);
+
+	values[0] = CStringGetTextDatum(consumer);
+	values[1] = CStringGetTextDatum(event_type);
+	saga_execute(&find_subscription_plan, values, NULL, false, 0);
+	if (SPI_processed > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("consumer \"%s\" already subscribes to \"%s\"", consumer, event_type),
+				 errhint("Call saga_unsubscribe('%s', '%s') first to replace its handler.",
+						 consumer, event_type)));
+
+	values[2] = ObjectIdGetDatum(handler);
+	values[3] = ObjectIdGetDatum(caller);
+	saga_execute(&subscribe_plan, values, NULL, false, 0);
+	id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
+									 SPI_tuptable->tupdesc, 1, &isnull));
+
+	saga_end_as_owner(save_userid, save_sec_context);
+	SPI_finish();
+	PG_RETURN_INT32(id);
+}
+
+/*
+ * saga_unsubscribe(consumer text, event_type text) returns boolean
+ *
+ * Only the subscription's owner (or a member of it, or a superuser) may
+ * remove it.  Its pending deliveries go with it; done ones stay for the
+ * record.
+ */
+Datum
+saga_unsubscribe(PG_FUNCTION_ARGS)
+{
+	char	   *consumer = saga_check_name(fcinfo, 0, "consumer");
+	char	   *event_type = saga_check_name(fcinfo, 1, "event_type");
+	Oid			caller = GetUserId();
+	Datum		values[2];
+	Oid			save_userid;
+	int			save_sec_context;
+	bool		found = false;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	saga_begin_as_owner(&save_userid, &save_sec_context);
+
+	values[0] = CStringGetTextDatum(consumer);
+	values[1] = CStringGetTextDatum(event_type);
+	saga_execute(&find_subscription_plan, values, NULL, false, 0);
+	if (SPI_processed > 0)
+	{
+		bool		isnull;
+		Datum		id = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		Oid			owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+														   SPI_tuptable->tupdesc, 2, &isnull));
+
+		if (!has_privs_of_role(caller, owner))
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("permission denied to unsubscribe consumer \"%s\" from \"%s\"",
+							consumer, event_type),
+					 errdetail("Only the role that subscribed it may remove a subscription.")));
+		saga_execute(&unsubscribe_plan, &id, NULL, false, 0);
+		found = true;
+	}
+
+	saga_end_as_owner(save_userid, save_sec_context);
+	SPI_finish();
+	PG_RETURN_BOOL(found);
+}

@@ -1,0 +1,110 @@
+/*-------------------------------------------------------------------------
+ *
+ * saga.c
+ *	  Module initialisation: GUCs, shared memory hooks, the launcher.
+ *
+ * Loaded by shared_preload_libraries, the module reserves shared memory,
+ * registers the launcher background worker and a ProcessUtility hook.
+ * Loaded later (CREATE EXTENSION without preloading), it only defines its
+ * GUCs and SQL functions: sagas then run through saga_run_pending().
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "utils/guc.h"
+
+#include "saga.h"
+
+PG_MODULE_MAGIC;
+
+void		_PG_init(void);
+
+int			saga_workers = 2;
+int			saga_batch_size = 100;
+int			saga_poll_interval = 1000;
+int			saga_max_attempts = 5;
+int			saga_retry_backoff = 1000;
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+static void
+saga_shmem_request_hook(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	saga_shmem_request();
+}
+
+static void
+saga_shmem_startup_hook(void)
+{
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	saga_shmem_startup();
+}
+
+void
+_PG_init(void)
+{
+	DefineCustomIntVariable("saga.workers",
+							"Number of saga workers per database.",
+							"Each database where the extension is installed gets this many "
+							"background workers; 0 stops them.",
+							&saga_workers,
+							2, 0, 64,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("saga.batch_size",
+							"Deliveries a worker claims and handles in one transaction.",
+							NULL,
+							&saga_batch_size,
+							100, 1, 10000,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("saga.poll_interval",
+							"Longest time an idle worker sleeps before looking for work.",
+							"Workers are woken by NOTIFY as soon as work arrives; the poll "
+							"is the backstop for notifications lost in a crash.",
+							&saga_poll_interval,
+							1000, 10, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("saga.max_attempts",
+							"Attempts at a delivery before it is dead-lettered.",
+							NULL,
+							&saga_max_attempts,
+							5, 1, 1000,
+							PGC_SUSET, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("saga.retry_backoff",
+							"Delay before the first retry of a failed delivery; doubles each attempt.",
+							NULL,
+							&saga_retry_backoff,
+							1000, 0, 3600 * 1000,
+							PGC_SUSET, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("saga");
+
+	saga_register_xact_callbacks();
+
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = saga_shmem_request_hook;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = saga_shmem_startup_hook;
+
+	saga_install_utility_hook();
+	saga_register_launcher();
+}

@@ -1,0 +1,177 @@
+/*-------------------------------------------------------------------------
+ *
+ * saga.h
+ *	  Declarations shared by the saga extension's source files.
+ *
+ * The extension has four moving parts:
+ *	- a launcher background worker (launcher.c) that keeps saga.workers
+ *	  database workers running in every database where the extension exists;
+ *	- database workers (worker.c) that sleep until woken by NOTIFY, their
+ *	  latch or the poll interval, then deliver events in batches;
+ *	- the dispatcher (dispatch.c) that claims pending deliveries and runs
+ *	  their handlers, used by the workers and by saga_run_pending();
+ *	- the SQL-callable engine API (publish.c, instance.c).
+ * They share state through shared memory (shmem.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef SAGA_H
+#define SAGA_H
+
+#include "postgres.h"
+
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "port/atomics.h"
+#include "storage/condition_variable.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "utils/timestamp.h"
+
+#define SAGA_SCHEMA			"saga"
+#define SAGA_EXTENSION		"saga"
+#define SAGA_NOTIFY_CHANNEL "saga"
+
+/* Number of condition variables that saga_await() sleeps on. */
+#define SAGA_AWAIT_CVS		64
+
+/* GUCs (saga.c) */
+extern int	saga_workers;
+extern int	saga_batch_size;
+extern int	saga_poll_interval;
+extern int	saga_max_attempts;
+extern int	saga_retry_backoff;
+
+/* ------------------------------------------------------------------------
+ * Shared memory (shmem.c)
+ * ------------------------------------------------------------------------
+ */
+
+/* What the launcher knows of one database. */
+typedef enum SagaDbState
+{
+	SAGA_DB_UNUSED = 0,			/* free entry */
+	SAGA_DB_UNKNOWN,			/* not probed yet: start one worker to look */
+	SAGA_DB_ACTIVE,				/* extension installed: keep workers running */
+	SAGA_DB_ABSENT,				/* extension not installed: leave it alone */
+	SAGA_DB_PAUSED				/* a DROP/RENAME/template copy needs it empty */
+} SagaDbState;
+
+typedef struct SagaDatabase
+{
+	Oid			dboid;
+	SagaDbState state;
+	TimestampTz restart_after;	/* don't start workers before this */
+	int			failures;		/* consecutive abnormal worker exits */
+	pg_atomic_uint32 idle_workers;	/* workers asleep (or about to be) */
+} SagaDatabase;
+
+/* One database worker, in the style of PGPROC for pg_stat_activity. */
+typedef struct SagaWorkerSlot
+{
+	bool		in_use;
+	Oid			dboid;
+	pid_t		pid;
+	Latch	   *latch;
+	bool		idle;
+	bool		stop_requested;
+	uint64		deliveries;		/* handled successfully */
+	uint64		failures;		/* handler errors */
+	TimestampTz started_at;
+	TimestampTz last_active;
+} SagaWorkerSlot;
+
+typedef struct SagaShared
+{
+	LWLock	   *lock;			/* protects everything but the atomics */
+	pid_t		launcher_pid;
+	Latch	   *launcher_latch;
+	bool		rescan;			/* launcher must re-read pg_database */
+	int			max_databases;
+	int			max_workers;
+	ConditionVariable await_cv[SAGA_AWAIT_CVS];
+	ConditionVariable slots_cv; /* broadcast when a worker slot is freed */
+	SagaDatabase *databases;	/* max_databases entries */
+	SagaWorkerSlot *workers;	/* max_workers entries */
+} SagaShared;
+
+extern SagaShared *SagaShmem;
+
+extern void saga_shmem_request(void);
+extern void saga_shmem_startup(void);
+extern bool saga_shmem_available(void);
+extern SagaDatabase *saga_find_database(Oid dboid, bool create);
+extern void saga_wake_launcher_now(bool rescan);
+extern void saga_wake_idle_worker(Oid dboid);
+extern void saga_pause_database(Oid dboid);
+extern void saga_resume_database(Oid dboid);
+extern void saga_mark_database(Oid dboid, SagaDbState state);
+extern void saga_release_slot(SagaWorkerSlot *w, bool failed);
+
+/* ------------------------------------------------------------------------
+ * Background workers (launcher.c, worker.c)
+ * ------------------------------------------------------------------------
+ */
+extern void saga_register_launcher(void);
+extern void saga_install_utility_hook(void);
+extern PGDLLEXPORT void saga_launcher_main(Datum main_arg);
+extern PGDLLEXPORT void saga_worker_main(Datum main_arg);
+
+/* Slot of the current process if it is a database worker, else NULL. */
+extern SagaWorkerSlot *MySagaWorker;
+
+/* ------------------------------------------------------------------------
+ * Dispatcher (dispatch.c)
+ * ------------------------------------------------------------------------
+ */
+typedef struct SagaBatchResult
+{
+	int			claimed;		/* deliveries taken */
+	int			done;			/* handled successfully */
+	int			failed;			/* handler raised; retried later or dead */
+} SagaBatchResult;
+
+extern SagaBatchResult saga_dispatch_batch(int limit);
+
+/* The delivery being handled right now, for saga_publish's defaults. */
+typedef struct SagaCurrentDelivery
+{
+	int64		event_id;
+	int64		saga_id;		/* 0 when the event has none */
+	bool		has_saga_id;
+	const char *consumer;
+} SagaCurrentDelivery;
+
+extern SagaCurrentDelivery *saga_current_delivery;
+
+/* ------------------------------------------------------------------------
+ * SPI helpers (spi_util.c)
+ * ------------------------------------------------------------------------
+ */
+typedef struct SagaPlan
+{
+	const char *sql;
+	int			nargs;
+	Oid			argtypes[8];
+	SPIPlanPtr	plan;
+} SagaPlan;
+
+extern SPIPlanPtr saga_prepare(SagaPlan *p);
+extern int	saga_execute(SagaPlan *p, Datum *values, const char *nulls,
+						 bool read_only, long count);
+extern Oid	saga_internal_owner(void);
+extern char *saga_check_name(FunctionCallInfo fcinfo, int argno, const char *what);
+extern void saga_begin_as_owner(Oid *save_userid, int *save_sec_context);
+extern void saga_end_as_owner(Oid save_userid, int save_sec_context);
+
+/* ------------------------------------------------------------------------
+ * Wake-ups at transaction end (wakeup.c)
+ * ------------------------------------------------------------------------
+ */
+extern void saga_register_xact_callbacks(void);
+extern void saga_note_published(void);
+extern void saga_note_finished(int64 saga_id);
+extern void saga_note_extension_created(void);
+extern ConditionVariable *saga_await_cv(int64 saga_id);
+
+#endif							/* SAGA_H */

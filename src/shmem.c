@@ -1,0 +1,308 @@
+/*-------------------------------------------------------------------------
+ *
+ * shmem.c
+ *	  The extension's shared memory: databases, worker slots, wake-ups.
+ *
+ * One SagaShared struct holds what the launcher knows of each database, one
+ * slot per database worker, and the condition variables that saga_await()
+ * sleeps on.  The lock protects the database entries and the slots' in_use,
+ * dboid and stop_requested fields; counters and the idle flags are written
+ * by their own worker only and read without the lock, as pg_stat_activity
+ * reads PGPROC.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <signal.h>
+
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "storage/ipc.h"
+#include "storage/shmem.h"
+#include "utils/wait_event.h"
+
+#include "saga.h"
+
+/* Entries for databases: those without the extension need one too. */
+#define SAGA_MAX_DATABASES	1024
+
+/* How long DROP DATABASE and friends wait for a database's workers. */
+#define SAGA_PAUSE_TIMEOUT_MS	10000
+/* Delay before restarting a failed worker: doubles up to the maximum. */
+#define SAGA_RESTART_DELAY_MS		1000
+#define SAGA_RESTART_DELAY_MAX_MS	(60 * 1000)
+
+SagaShared *SagaShmem = NULL;
+
+static Size
+saga_shmem_size(void)
+{
+	Size		size;
+
+	size = MAXALIGN(sizeof(SagaShared));
+	size = add_size(size, mul_size(SAGA_MAX_DATABASES, sizeof(SagaDatabase)));
+	size = add_size(size, mul_size(max_worker_processes, sizeof(SagaWorkerSlot)));
+	return size;
+}
+
+void
+saga_shmem_request(void)
+{
+	RequestAddinShmemSpace(saga_shmem_size());
+	RequestNamedLWLockTranche("saga", 1);
+}
+
+void
+saga_shmem_startup(void)
+{
+	bool		found;
+	int			i;
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	SagaShmem = ShmemInitStruct("saga", saga_shmem_size(), &found);
+	if (!found)
+	{
+		char	   *p = (char *) SagaShmem;
+
+		memset(SagaShmem, 0, saga_shmem_size());
+		SagaShmem->lock = &(GetNamedLWLockTranche("saga"))->lock;
+		SagaShmem->max_databases = SAGA_MAX_DATABASES;
+		SagaShmem->max_workers = max_worker_processes;
+		p += MAXALIGN(sizeof(SagaShared));
+		SagaShmem->databases = (SagaDatabase *) p;
+		p += SAGA_MAX_DATABASES * sizeof(SagaDatabase);
+		SagaShmem->workers = (SagaWorkerSlot *) p;
+
+		for (i = 0; i < SAGA_MAX_DATABASES; i++)
+			pg_atomic_init_u32(&SagaShmem->databases[i].idle_workers, 0);
+		for (i = 0; i < SAGA_AWAIT_CVS; i++)
+			ConditionVariableInit(&SagaShmem->await_cv[i]);
+		ConditionVariableInit(&SagaShmem->slots_cv);
+		SagaShmem->rescan = true;
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+bool
+saga_shmem_available(void)
+{
+	return SagaShmem != NULL;
+}
+
+/*
+ * Find the entry of a database; with create, make one (state UNKNOWN) if
+ * there is none.  The caller holds the lock, exclusively to create.
+ * Returns NULL if there is no entry (or no room for one).
+ */
+SagaDatabase *
+saga_find_database(Oid dboid, bool create)
+{
+	SagaDatabase *free_entry = NULL;
+	int			i;
+
+	for (i = 0; i < SagaShmem->max_databases; i++)
+	{
+		SagaDatabase *db = &SagaShmem->databases[i];
+
+		if (db->state == SAGA_DB_UNUSED)
+		{
+			if (free_entry == NULL)
+				free_entry = db;
+		}
+		else if (db->dboid == dboid)
+			return db;
+	}
+	if (!create || free_entry == NULL)
+		return NULL;
+
+	free_entry->dboid = dboid;
+	free_entry->state = SAGA_DB_UNKNOWN;
+	free_entry->restart_after = 0;
+	free_entry->failures = 0;
+	pg_atomic_write_u32(&free_entry->idle_workers, 0);
+	return free_entry;
+}
+
+/*
+ * Set the launcher's latch; with rescan, make it re-read pg_database first.
+ */
+void
+saga_wake_launcher_now(bool rescan)
+{
+	Latch	   *latch;
+
+	if (SagaShmem == NULL)
+		return;
+	LWLockAcquire(SagaShmem->lock, LW_EXCLUSIVE);
+	if (rescan)
+		SagaShmem->rescan = true;
+	latch = SagaShmem->launcher_latch;
+	LWLockRelease(SagaShmem->lock);
+	if (latch)
+		SetLatch(latch);
+}
+
+/*
+ * Record what a worker found out about its database, or what a session
+ * learned (CREATE EXTENSION at commit), and let the launcher act on it.
+ */
+void
+saga_mark_database(Oid dboid, SagaDbState state)
+{
+	SagaDatabase *db;
+
+	if (SagaShmem == NULL)
+		return;
+	LWLockAcquire(SagaShmem->lock, LW_EXCLUSIVE);
+	db = saga_find_database(dboid, true);
+	if (db != NULL && db->state != SAGA_DB_PAUSED)
+	{
+		if (state == SAGA_DB_UNKNOWN && db->state == SAGA_DB_ACTIVE)
+			;					/* already served: nothing to learn */
+		else
+			db->state = state;
+	}
+	LWLockRelease(SagaShmem->lock);
+	saga_wake_launcher_now(false);
+}
+
+/*
+ * Wake one idle worker of a database.  Read without the lock: at worst we
+ * set the latch of a process that has just stopped being idle, or that
+ * belongs to a slot reused a moment ago, which costs one spurious wake-up.
+ */
+void
+saga_wake_idle_worker(Oid dboid)
+{
+	int			i;
+
+	for (i = 0; i < SagaShmem->max_workers; i++)
+	{
+		SagaWorkerSlot *w = &SagaShmem->workers[i];
+
+		if (w->in_use && w->dboid == dboid && w->idle && w->latch != NULL)
+		{
+			SetLatch(w->latch);
+			return;
+		}
+	}
+}
+
+static int
+count_workers(Oid dboid)
+{
+	int			i;
+	int			n = 0;
+
+	for (i = 0; i < SagaShmem->max_workers; i++)
+		if (SagaShmem->workers[i].in_use && SagaShmem->workers[i].dboid == dboid)
+			n++;
+	return n;
+}
+
+/*
+ * Stop every worker of a database and keep the launcher from starting new
+ * ones, so that a command needing the database to itself (DROP DATABASE,
+ * ALTER DATABASE RENAME, CREATE DATABASE ... TEMPLATE) can go ahead.
+ * Waits up to SAGA_PAUSE_TIMEOUT_MS; the command itself then reports any
+ * session still connected.
+ */
+void
+saga_pause_database(Oid dboid)
+{
+	SagaDatabase *db;
+	TimestampTz deadline;
+	int			i;
+
+	if (SagaShmem == NULL || !OidIsValid(dboid))
+		return;
+
+	LWLockAcquire(SagaShmem->lock, LW_EXCLUSIVE);
+	db = saga_find_database(dboid, true);
+	if (db != NULL)
+		db->state = SAGA_DB_PAUSED;
+	for (i = 0; i < SagaShmem->max_workers; i++)
+	{
+		SagaWorkerSlot *w = &SagaShmem->workers[i];
+
+		if (w->in_use && w->dboid == dboid)
+		{
+			w->stop_requested = true;
+			if (w->latch)
+				SetLatch(w->latch);
+		}
+	}
+	LWLockRelease(SagaShmem->lock);
+
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+										   SAGA_PAUSE_TIMEOUT_MS);
+	ConditionVariablePrepareToSleep(&SagaShmem->slots_cv);
+	for (;;)
+	{
+		int			n;
+		long		remaining;
+
+		LWLockAcquire(SagaShmem->lock, LW_SHARED);
+		n = count_workers(dboid);
+		LWLockRelease(SagaShmem->lock);
+		if (n == 0)
+			break;
+		remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+		if (remaining <= 0)
+		{
+			ereport(WARNING,
+					(errmsg("%d saga worker(s) of database %u did not stop in time", n, dboid)));
+			break;
+		}
+		ConditionVariableTimedSleep(&SagaShmem->slots_cv, Min(remaining, 100),
+									PG_WAIT_EXTENSION);
+	}
+	ConditionVariableCancelSleep();
+}
+
+/*
+ * Undo saga_pause_database(): the launcher looks at the database afresh
+ * (it may be gone, renamed, or still have the extension).
+ */
+void
+saga_resume_database(Oid dboid)
+{
+	SagaDatabase *db;
+
+	if (SagaShmem == NULL || !OidIsValid(dboid))
+		return;
+	LWLockAcquire(SagaShmem->lock, LW_EXCLUSIVE);
+	db = saga_find_database(dboid, false);
+	if (db != NULL && db->state == SAGA_DB_PAUSED)
+		db->state = SAGA_DB_UNKNOWN;
+	LWLockRelease(SagaShmem->lock);
+	saga_wake_launcher_now(true);
+}
+
+/*
+ * Free a worker's slot (the caller holds the lock exclusively).  An exit
+ * that nobody asked for counts as a failure of the database and delays its
+ * next worker, doubling the delay each time, so that a failing database
+ * does not fill the log.
+ */
+void
+saga_release_slot(SagaWorkerSlot *w, bool failed)
+{
+	SagaDatabase *db = saga_find_database(w->dboid, false);
+
+	if (failed && !w->stop_requested && db != NULL &&
+		(db->state == SAGA_DB_ACTIVE || db->state == SAGA_DB_UNKNOWN))
+	{
+		db->failures++;
+		db->restart_after =
+			TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+										Min(SAGA_RESTART_DELAY_MS << Min(db->failures - 1, 6),
+											SAGA_RESTART_DELAY_MAX_MS));
+	}
+	w->in_use = false;
+	w->idle = false;
+	w->pid = 0;
+	w->latch = NULL;
+}

@@ -1,0 +1,112 @@
+/*-------------------------------------------------------------------------
+ *
+ * spi_util.c
+ *	  Saved SPI plans run with a pinned search_path, and running as the
+ *	  owner of the extension's tables.
+ *
+ * Every statement the C code runs names its tables with the schema, and is
+ * planned and executed with only pg_catalog on the search path, so that a
+ * caller's search_path cannot shadow an operator or function the statement
+ * uses.  Plans are prepared once per backend and kept.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_class.h"
+#include "miscadmin.h"
+#include "utils/lsyscache.h"
+#include "utils/syscache.h"
+
+#include "saga.h"
+
+static OverrideSearchPath catalog_only_path = {NIL, true, false, 0};
+
+SPIPlanPtr
+saga_prepare(SagaPlan *p)
+{
+	if (p->plan == NULL)
+	{
+		SPIPlanPtr	plan;
+
+		PushOverrideSearchPath(&catalog_only_path);
+		plan = SPI_prepare(p->sql, p->nargs, p->argtypes);
+		PopOverrideSearchPath();
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed for \"%s\": %s",
+				 p->sql, SPI_result_code_string(SPI_result));
+		if (SPI_keepplan(plan) != 0)
+			elog(ERROR, "SPI_keepplan failed");
+		p->plan = plan;
+	}
+	return p->plan;
+}
+
+/*
+ * Execute a saved plan; the caller is connected to SPI.  Returns the
+ * SPI result code, after checking it is not an error.
+ */
+int
+saga_execute(SagaPlan *p, Datum *values, const char *nulls, bool read_only,
+			 long count)
+{
+	SPIPlanPtr	plan = saga_prepare(p);
+	int			rc;
+
+	PushOverrideSearchPath(&catalog_only_path);
+	rc = SPI_execute_plan(plan, values, nulls, read_only, count);
+	PopOverrideSearchPath();
+	if (rc < 0)
+		elog(ERROR, "SPI_execute_plan failed for \"%s\": %s",
+			 p->sql, SPI_result_code_string(rc));
+	return rc;
+}
+
+/*
+ * The role that owns the extension's tables: the C functions write them
+ * as that role, after checking what their caller may do.
+ */
+Oid
+saga_internal_owner(void)
+{
+	Oid			nsp = get_namespace_oid(SAGA_SCHEMA, true);
+	Oid			relid;
+	Oid			owner;
+	HeapTuple	tup;
+
+	if (!OidIsValid(nsp) ||
+		!OidIsValid(relid = get_relname_relid("event", nsp)))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("extension \"%s\" is not installed in this database",
+						SAGA_EXTENSION),
+				 errhint("Run CREATE EXTENSION %s.", SAGA_EXTENSION)));
+	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for relation %u", relid);
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+	return owner;
+}
+
+/*
+ * Switch to the owner of the internal tables, as RI triggers switch to a
+ * table's owner; saga_end_as_owner() switches back.  An error in between
+ * is cleaned up by transaction abort, which restores the user id.
+ */
+void
+saga_begin_as_owner(Oid *save_userid, int *save_sec_context)
+{
+	Oid			owner = saga_internal_owner();
+
+	GetUserIdAndSecContext(save_userid, save_sec_context);
+	SetUserIdAndSecContext(owner, *save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+}
+
+void
+saga_end_as_owner(Oid save_userid, int save_sec_context)
+{
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+}

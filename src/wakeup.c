@@ -1,0 +1,152 @@
+/*-------------------------------------------------------------------------
+ *
+ * wakeup.c
+ *	  Who is woken when a transaction that touched sagas commits.
+ *
+ * Three kinds of sleeper wait on a commit:
+ *	- database workers, for events that were published: a NOTIFY on the
+ *	  channel "saga" if a worker of this database is idle when the
+ *	  transaction commits, else nothing (busy workers will find the events
+ *	  themselves).  Sending NOTIFY only then matters: a transaction that has
+ *	  NOTIFYed takes a database-wide lock in PreCommit_Notify, which would
+ *	  serialise every committing publisher under load.  A worker that went
+ *	  idle between our pre-commit look and the commit itself is woken
+ *	  through its latch just after the commit, so no wake-up is lost;
+ *	- sessions in saga_await(), for sagas that finished: the condition
+ *	  variable the saga's id hashes to is broadcast after the commit;
+ *	- the launcher, after CREATE EXTENSION saga.
+ * Workers publish too, but never wake anybody for their own events: they
+ * loop until there is nothing left to deliver.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "commands/async.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+
+#include "saga.h"
+
+static bool published_in_xact = false;
+static bool notified_in_xact = false;
+static bool extension_created_in_xact = false;
+static uint64 finished_cvs_in_xact = 0;	/* bit i: broadcast await_cv[i] */
+
+static int
+await_cv_index(int64 saga_id)
+{
+	return (int) ((uint64) saga_id % SAGA_AWAIT_CVS);
+}
+
+ConditionVariable *
+saga_await_cv(int64 saga_id)
+{
+	if (SagaShmem == NULL)
+		return NULL;
+	return &SagaShmem->await_cv[await_cv_index(saga_id)];
+}
+
+void
+saga_note_published(void)
+{
+	published_in_xact = true;
+}
+
+void
+saga_note_finished(int64 saga_id)
+{
+	finished_cvs_in_xact |= UINT64CONST(1) << await_cv_index(saga_id);
+}
+
+void
+saga_note_extension_created(void)
+{
+	extension_created_in_xact = true;
+}
+
+static bool
+database_has_idle_worker(void)
+{
+	SagaDatabase *db;
+	bool		idle = false;
+
+	LWLockAcquire(SagaShmem->lock, LW_SHARED);
+	db = saga_find_database(MyDatabaseId, false);
+	if (db != NULL)
+		idle = pg_atomic_read_u32(&db->idle_workers) > 0;
+	LWLockRelease(SagaShmem->lock);
+	return idle;
+}
+
+static void
+reset_xact_state(void)
+{
+	published_in_xact = false;
+	notified_in_xact = false;
+	extension_created_in_xact = false;
+	finished_cvs_in_xact = 0;
+}
+
+static void
+saga_xact_callback(XactEvent event, void *arg)
+{
+	int			i;
+
+	switch (event)
+	{
+		case XACT_EVENT_PRE_COMMIT:
+			if (published_in_xact && SagaShmem != NULL && MySagaWorker == NULL &&
+				database_has_idle_worker())
+			{
+				Async_Notify(SAGA_NOTIFY_CHANNEL, NULL);
+				notified_in_xact = true;
+			}
+			break;
+
+		case XACT_EVENT_COMMIT:
+			if (SagaShmem != NULL)
+			{
+				if (published_in_xact && !notified_in_xact && MySagaWorker == NULL &&
+					database_has_idle_worker())
+					saga_wake_idle_worker(MyDatabaseId);
+				for (i = 0; i < SAGA_AWAIT_CVS; i++)
+					if (finished_cvs_in_xact & (UINT64CONST(1) << i))
+						ConditionVariableBroadcast(&SagaShmem->await_cv[i]);
+				if (extension_created_in_xact)
+					saga_mark_database(MyDatabaseId, SAGA_DB_UNKNOWN);
+			}
+			reset_xact_state();
+			break;
+
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			reset_xact_state();
+			break;
+
+		default:
+			break;
+	}
+}
+
+void
+saga_register_xact_callbacks(void)
+{
+	RegisterXactCallback(saga_xact_callback, NULL);
+}
+
+PG_FUNCTION_INFO_V1(saga_wake_launcher);
+
+/*
+ * saga_wake_launcher(): called by the extension's install script, so that
+ * the launcher starts this database's workers once CREATE EXTENSION has
+ * committed (not before: a worker would not see the extension yet).
+ */
+Datum
+saga_wake_launcher(PG_FUNCTION_ARGS)
+{
+	saga_note_extension_created();
+	PG_RETURN_VOID();
+}
