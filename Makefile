@@ -25,7 +25,7 @@ REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=$(srcdir)/test/no
 
 # Suites that run through the background workers.
 REGRESS_WORKERS = workers
-REGRESS_WORKERS_OPTS = --temp-instance=tmp_check_workers --temp-config=$(srcdir)/test/preload.conf
+REGRESS_WORKERS_OPTS = --dbname=saga_workers_regression --temp-instance=tmp_check_workers --temp-config=$(srcdir)/test/preload.conf
 
 TAP_TESTS = 1
 

@@ -105,6 +105,7 @@ extern void saga_wake_launcher_now(bool rescan);
 extern void saga_wake_idle_worker(Oid dboid);
 extern void saga_pause_database(Oid dboid);
 extern void saga_resume_database(Oid dboid);
+extern void saga_forget_database(Oid dboid);
 extern void saga_mark_database(Oid dboid, SagaDbState state);
 extern void saga_release_slot(SagaWorkerSlot *w, bool failed);
 
@@ -172,6 +173,9 @@ extern void saga_register_xact_callbacks(void);
 extern void saga_note_published(void);
 extern void saga_note_finished(int64 saga_id);
 extern void saga_note_extension_created(void);
+extern void saga_resume_at_xact_end(Oid dboid);
+extern void saga_wake_launcher_at_xact_end(void);
+extern void saga_forget_at_commit(Oid dboid);
 extern ConditionVariable *saga_await_cv(int64 saga_id);
 
 #endif							/* SAGA_H */

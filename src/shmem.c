@@ -263,6 +263,23 @@ saga_pause_database(Oid dboid)
 }
 
 /*
+ * Forget a database that was dropped (called once the drop committed).
+ */
+void
+saga_forget_database(Oid dboid)
+{
+	SagaDatabase *db;
+
+	if (SagaShmem == NULL || !OidIsValid(dboid))
+		return;
+	LWLockAcquire(SagaShmem->lock, LW_EXCLUSIVE);
+	db = saga_find_database(dboid, false);
+	if (db != NULL)
+		db->state = SAGA_DB_UNUSED;
+	LWLockRelease(SagaShmem->lock);
+}
+
+/*
  * Undo saga_pause_database(): the launcher looks at the database afresh
  * (it may be gone, renamed, or still have the extension).
  */
@@ -292,6 +309,9 @@ saga_release_slot(SagaWorkerSlot *w, bool failed)
 {
 	SagaDatabase *db = saga_find_database(w->dboid, false);
 
+	/* its database may be gone: have the launcher check pg_database */
+	if (failed)
+		SagaShmem->rescan = true;
 	if (failed && !w->stop_requested && db != NULL &&
 		(db->state == SAGA_DB_ACTIVE || db->state == SAGA_DB_UNKNOWN))
 	{

@@ -8,10 +8,15 @@
  * DATABASE ... TEMPLATE fail while another session is connected to the
  * database concerned, and our workers are such sessions.  So before the
  * command runs, the database is paused (its workers stop and the launcher
- * starts none); afterwards, whether the command succeeded or not, the
- * launcher looks at it afresh.  After DROP EXTENSION saga, the database's
- * workers find the extension gone at their next look (at the latest after
- * saga.poll_interval) and exit.
+ * starts none); when the transaction ends, committed or not, the launcher
+ * looks at it afresh (not before: it would still see a database being
+ * dropped, and start a worker that cannot connect).
+ *
+ * DROP EXTENSION saga and ALTER EXTENSION saga take their locks on the
+ * extension's tables one by one, while a worker's batch holds share locks
+ * on several of them: they could deadlock.  So the database's workers are
+ * paused for the rest of that transaction too, and the launcher looks
+ * again once it has committed or aborted.
  *
  *-------------------------------------------------------------------------
  */
@@ -19,6 +24,7 @@
 
 #include "commands/dbcommands.h"
 #include "commands/defrem.h"
+#include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "tcop/utility.h"
 
@@ -26,7 +32,21 @@
 
 static ProcessUtility_hook_type prev_ProcessUtility = NULL;
 
-/* The database a utility statement needs to itself, if any. */
+/* Does a DROP EXTENSION statement drop this extension? */
+static bool
+drops_saga(DropStmt *stmt)
+{
+	ListCell   *lc;
+
+	if (stmt->removeType != OBJECT_EXTENSION)
+		return false;
+	foreach(lc, stmt->objects)
+		if (strcmp(strVal(lfirst(lc)), SAGA_EXTENSION) == 0)
+			return true;
+	return false;
+}
+
+/* The database a utility statement needs without our workers, if any. */
 static Oid
 database_to_pause(Node *parsetree, bool *rescan)
 {
@@ -34,6 +54,17 @@ database_to_pause(Node *parsetree, bool *rescan)
 
 	switch (nodeTag(parsetree))
 	{
+		case T_DropStmt:
+			return drops_saga((DropStmt *) parsetree) ? MyDatabaseId : InvalidOid;
+
+		case T_AlterExtensionStmt:
+			return strcmp(((AlterExtensionStmt *) parsetree)->extname,
+						  SAGA_EXTENSION) == 0 ? MyDatabaseId : InvalidOid;
+
+		case T_AlterExtensionContentsStmt:
+			return strcmp(((AlterExtensionContentsStmt *) parsetree)->extname,
+						  SAGA_EXTENSION) == 0 ? MyDatabaseId : InvalidOid;
+
 		case T_DropdbStmt:
 			*rescan = true;
 			return get_database_oid(((DropdbStmt *) parsetree)->dbname, true);
@@ -79,26 +110,24 @@ saga_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 	bool		rescan = false;
 	Oid			paused = database_to_pause(pstmt->utilityStmt, &rescan);
 
+	/* the launcher looks at the database again when the transaction ends */
 	if (OidIsValid(paused))
+	{
 		saga_pause_database(paused);
+		saga_resume_at_xact_end(paused);
+	}
 
-	PG_TRY();
-	{
-		if (prev_ProcessUtility)
-			prev_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+	if (prev_ProcessUtility)
+		prev_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+							params, queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
 								params, queryEnv, dest, qc);
-		else
-			standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
-									params, queryEnv, dest, qc);
-	}
-	PG_FINALLY();
-	{
-		if (OidIsValid(paused))
-			saga_resume_database(paused);
-		else if (rescan)
-			saga_wake_launcher_now(true);
-	}
-	PG_END_TRY();
+
+	if (nodeTag(pstmt->utilityStmt) == T_DropdbStmt && OidIsValid(paused))
+		saga_forget_at_commit(paused);
+	if (rescan)
+		saga_wake_launcher_at_xact_end();
 }
 
 void

@@ -14,7 +14,9 @@
  *	  through its latch just after the commit, so no wake-up is lost;
  *	- sessions in saga_await(), for sagas that finished: the condition
  *	  variable the saga's id hashes to is broadcast after the commit;
- *	- the launcher, after CREATE EXTENSION saga.
+ *	- the launcher, after CREATE EXTENSION saga, after CREATE or DROP
+ *	  DATABASE, and after a transaction that paused a database's workers
+ *	  (see utility.c).
  * Workers publish too, but never wake anybody for their own events: they
  * loop until there is nothing left to deliver.
  *
@@ -26,12 +28,17 @@
 #include "commands/async.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "nodes/pg_list.h"
+#include "utils/memutils.h"
 
 #include "saga.h"
 
 static bool published_in_xact = false;
 static bool notified_in_xact = false;
 static bool extension_created_in_xact = false;
+static bool rescan_at_xact_end = false;
+static List *paused_in_xact = NIL;	/* database oids, in TopMemoryContext */
+static List *dropped_in_xact = NIL; /* likewise */
 static uint64 finished_cvs_in_xact = 0;	/* bit i: broadcast await_cv[i] */
 
 static int
@@ -66,6 +73,33 @@ saga_note_extension_created(void)
 	extension_created_in_xact = true;
 }
 
+/* This transaction paused a database's workers (DROP DATABASE ...). */
+void
+saga_resume_at_xact_end(Oid dboid)
+{
+	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+	paused_in_xact = lappend_oid(paused_in_xact, dboid);
+	MemoryContextSwitchTo(old);
+}
+
+/* This transaction dropped a database: forget it if it commits. */
+void
+saga_forget_at_commit(Oid dboid)
+{
+	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+	dropped_in_xact = lappend_oid(dropped_in_xact, dboid);
+	MemoryContextSwitchTo(old);
+}
+
+/* This transaction created or changed databases: rescan at its end. */
+void
+saga_wake_launcher_at_xact_end(void)
+{
+	rescan_at_xact_end = true;
+}
+
 static bool
 database_has_idle_worker(void)
 {
@@ -81,8 +115,23 @@ database_has_idle_worker(void)
 }
 
 static void
-reset_xact_state(void)
+reset_xact_state(bool commit)
 {
+	ListCell   *lc;
+
+	/* forget dropped databases first, so that resuming them is a no-op */
+	if (commit)
+		foreach(lc, dropped_in_xact)
+			saga_forget_database(lfirst_oid(lc));
+	list_free(dropped_in_xact);
+	dropped_in_xact = NIL;
+	foreach(lc, paused_in_xact)
+		saga_resume_database(lfirst_oid(lc));
+	list_free(paused_in_xact);
+	paused_in_xact = NIL;
+	if (rescan_at_xact_end)
+		saga_wake_launcher_now(true);
+	rescan_at_xact_end = false;
 	published_in_xact = false;
 	notified_in_xact = false;
 	extension_created_in_xact = false;
@@ -117,13 +166,13 @@ saga_xact_callback(XactEvent event, void *arg)
 				if (extension_created_in_xact)
 					saga_mark_database(MyDatabaseId, SAGA_DB_UNKNOWN);
 			}
-			reset_xact_state();
+			reset_xact_state(true);
 			break;
 
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 		case XACT_EVENT_PREPARE:
-			reset_xact_state();
+			reset_xact_state(false);
 			break;
 
 		default:

@@ -1,0 +1,137 @@
+--
+-- Through the background workers (shared_preload_libraries = 'saga'):
+-- orders placed and awaited, workers reloading saga.workers, restarting
+-- after being terminated, serving a database created after start-up, and
+-- getting out of the way of DROP EXTENSION and DROP DATABASE.
+--
+
+-- Waits until a condition holds (at most 30 s); returns whether it did.
+CREATE FUNCTION wait_for(cond text) RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE
+    ok boolean;
+BEGIN
+    FOR i IN 1..300 LOOP
+        PERFORM pg_stat_clear_snapshot();
+        EXECUTE 'SELECT ' || cond INTO ok;
+        IF ok THEN
+            RETURN true;
+        END IF;
+        PERFORM pg_sleep(0.1);
+    END LOOP;
+    RAISE WARNING 'timed out waiting for: %', cond;
+    RETURN false;
+END $$;
+
+CREATE VIEW saga_workers_here AS
+    SELECT pid FROM pg_stat_activity
+     WHERE backend_type = 'saga worker' AND datname = current_database();
+
+SELECT count(*) AS launchers FROM pg_stat_activity WHERE backend_type = 'saga launcher';
+SELECT count(*) AS workers_before_create_extension FROM saga_workers_here;
+
+CREATE EXTENSION saga;
+SELECT wait_for('(SELECT count(*) FROM saga_workers_here) = 2') AS two_workers;
+
+SELECT saga_set_balance('alice', 100.00);
+SELECT saga_set_balance('bob', 5.00);
+SELECT saga_set_stock('widget', 10);
+SELECT saga_set_stock('gadget', 0);
+
+-- The three outcomes, awaited (saga_await sleeps until a worker finishes them).
+SELECT saga_place_order('alice', 'widget', 2, 30.00) AS happy \gset
+SELECT saga_place_order('bob', 'widget', 1, 50.00) AS nofunds \gset
+SELECT saga_place_order('alice', 'gadget', 1, 20.00) AS nostock \gset
+SELECT saga_await(:happy) AS happy, saga_await(:nofunds) AS nofunds, saga_await(:nostock) AS nostock;
+SELECT order_id = :happy AS happy, status, reason FROM saga_orders ORDER BY order_id;
+SELECT saga_balance('alice'), saga_balance('bob'), saga_stock('widget'), saga_stock('gadget');
+SELECT order_id = :nostock AS nostock, status FROM saga.payment ORDER BY order_id;
+SELECT seq, sender, receiver, message FROM saga_trace(:happy);
+SELECT seq, sender, receiver, message FROM saga_trace(:nofunds);
+-- Two services consume InventoryReservationFailed; with two workers the
+-- order in which they do may vary, so check the arrows and their causality.
+SELECT sender, receiver, message FROM saga_trace(:nostock) ORDER BY 1, 2, 3;
+SELECT (SELECT seq FROM saga_trace(:nostock) WHERE message = 'PaymentRefunded' AND receiver = 'broker')
+     > (SELECT seq FROM saga_trace(:nostock) WHERE message = 'InventoryReservationFailed' AND receiver = 'payment')
+       AS refund_after_failure,
+       (SELECT max(seq) FROM saga_trace(:nostock)) =
+       (SELECT seq FROM saga_trace(:nostock) WHERE message = '500 Internal Server Error')
+       AS answer_last;
+
+-- saga_await times out with 'pending' when nothing runs the saga.
+SELECT saga_subscribe('nobody', 'NeverHandled', 'saga.order_on_payment_failed(saga.event)');
+SELECT saga_begin('limbo') AS limbo \gset
+SELECT saga_await(:limbo, '200 milliseconds');
+SELECT saga_unsubscribe('nobody', 'NeverHandled');
+
+-- A burst: 200 orders, all awaited.
+SELECT count(*) FROM (SELECT saga_set_balance('c' || i, 1000) FROM generate_series(1, 20) i) t;
+SELECT saga_set_stock('bulk', 150);
+CREATE TABLE burst AS
+    SELECT saga_place_order('c' || (i % 20 + 1), 'bulk', 1, 1.00) AS id FROM generate_series(1, 200) i;
+SELECT saga_await(id, '30 seconds') AS status, count(*) FROM burst GROUP BY 1 ORDER BY 1;
+SELECT saga_stock('bulk');
+SELECT sum(saga_balance('c' || i)) FROM generate_series(1, 20) i;
+SELECT count(*) FILTER (WHERE status = 'refunded') AS refunds FROM saga.payment p JOIN burst b ON b.id = p.order_id;
+-- No delivery ran twice, none is left pending.
+SELECT status, count(*) FROM saga.delivery GROUP BY 1 ORDER BY 1;
+
+-- saga.workers is reloaded on SIGHUP.
+ALTER SYSTEM SET saga.workers = 3;
+SELECT pg_reload_conf();
+SELECT wait_for('(SELECT count(*) FROM saga_workers_here) = 3') AS three_workers;
+ALTER SYSTEM RESET saga.workers;
+SELECT pg_reload_conf();
+SELECT wait_for('(SELECT count(*) FROM saga_workers_here) = 2') AS two_workers_again;
+
+-- A terminated worker is restarted and goes on working.
+SELECT pid AS victim FROM saga_workers_here LIMIT 1 \gset
+SELECT pg_terminate_backend(:victim);
+SELECT wait_for(format('(SELECT count(*) FROM saga_workers_here WHERE pid <> %s) = 2', :victim)) AS replaced;
+SELECT saga_place_order('alice', 'widget', 1, 1.00) AS after_restart \gset
+SELECT saga_await(:after_restart);
+
+-- A database created after start-up is served once the extension is created.
+CREATE DATABASE saga_regress_late;
+\c saga_regress_late
+CREATE FUNCTION wait_for(cond text) RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE
+    ok boolean;
+BEGIN
+    FOR i IN 1..300 LOOP
+        PERFORM pg_stat_clear_snapshot();
+        EXECUTE 'SELECT ' || cond INTO ok;
+        IF ok THEN
+            RETURN true;
+        END IF;
+        PERFORM pg_sleep(0.1);
+    END LOOP;
+    RETURN false;
+END $$;
+SELECT count(*) AS workers_here FROM pg_stat_activity
+ WHERE backend_type = 'saga worker' AND datname = current_database();
+CREATE EXTENSION saga;
+SELECT saga_set_balance('late', 10);
+SELECT saga_set_stock('thing', 1);
+SELECT saga_place_order('late', 'thing', 1, 10.00) AS late \gset
+SELECT saga_await(:late);
+SELECT saga_balance('late'), saga_stock('thing');
+
+-- After DROP EXTENSION its workers leave, without errors.
+DROP EXTENSION saga;
+SELECT wait_for($$(SELECT count(*) FROM pg_stat_activity
+                    WHERE backend_type = 'saga worker' AND datname = current_database()) = 0$$)
+       AS workers_gone;
+CREATE EXTENSION saga;
+SELECT wait_for($$(SELECT count(*) FROM pg_stat_activity
+                    WHERE backend_type = 'saga worker' AND datname = current_database()) = 2$$)
+       AS workers_back;
+
+-- DROP DATABASE goes through although the database has workers.
+\c saga_workers_regression
+SELECT wait_for($$(SELECT count(*) FROM pg_stat_activity
+                    WHERE backend_type = 'saga worker' AND datname = 'saga_regress_late') = 2$$)
+       AS late_served;
+DROP DATABASE saga_regress_late;
+SELECT count(*) AS workers_of_dropped_db FROM pg_stat_activity WHERE datname = 'saga_regress_late';
+-- and the other database's workers are still there
+SELECT wait_for('(SELECT count(*) FROM saga_workers_here) = 2') AS still_two;
