@@ -8,6 +8,8 @@ OBJS = \
 	src/launcher.o \
 	src/worker.o \
 	src/dispatch.o \
+	src/invoke.o \
+	src/orchestrate.o \
 	src/publish.o \
 	src/instance.o \
 	src/wakeup.o \
@@ -20,7 +22,7 @@ PG_CPPFLAGS = -I$(srcdir)/src
 
 # Suites driven by saga_run_pending(), in a cluster without the library
 # preloaded (so no worker competes with the test, and that mode is tested).
-REGRESS = choreography bad_input subscriptions
+REGRESS = choreography orchestration bad_input subscriptions
 REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=$(srcdir)/test/no_preload.conf
 
 # Suites that run through the background workers.
@@ -32,6 +34,9 @@ TAP_TESTS = 1
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# every object depends on the shared header (PGXS does not track headers)
+$(OBJS): src/saga.h
 
 installcheck: installcheck-workers
 

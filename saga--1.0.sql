@@ -43,9 +43,63 @@ CREATE TABLE saga.instance (
     finished_at timestamptz,
     start_seq   bigint NOT NULL DEFAULT nextval('saga.trace_seq'),
     finish_seq  bigint,
-    CHECK ((status = 'pending') = (finished_at IS NULL))
+    -- orchestration only: where the orchestrator is
+    definition_version integer,
+    data        jsonb,
+    step        integer,
+    phase       text CHECK (phase IN ('forward', 'compensating', 'stuck', 'done')),
+    attempts    integer NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz NOT NULL DEFAULT now(),
+    last_error  text,
+    CHECK ((status = 'pending') = (finished_at IS NULL)),
+    CHECK ((pattern = 'orchestration') = (phase IS NOT NULL))
 );
-COMMENT ON TABLE saga.instance IS 'one row per saga: its type, pattern and outcome';
+CREATE INDEX instance_runnable_idx ON saga.instance (id)
+    WHERE status = 'pending' AND phase IN ('forward', 'compensating');
+COMMENT ON TABLE saga.instance IS 'one row per saga: its type, pattern, outcome and, orchestrated, its progress';
+
+CREATE TABLE saga.definition (
+    name       text NOT NULL,
+    version    integer NOT NULL,
+    steps      integer NOT NULL CHECK (steps > 0),
+    owner      regrole NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (name, version)
+);
+COMMENT ON TABLE saga.definition IS 'orchestrated sagas: one row per version of a definition';
+
+CREATE TABLE saga.definition_step (
+    definition   text NOT NULL,
+    version      integer NOT NULL,
+    step_no      integer NOT NULL,
+    name         text NOT NULL,
+    service      text NOT NULL,
+    action       regprocedure NOT NULL,
+    compensation regprocedure,
+    request      text NOT NULL,
+    compensation_request text,
+    PRIMARY KEY (definition, version, step_no),
+    UNIQUE (definition, version, name),
+    FOREIGN KEY (definition, version) REFERENCES saga.definition
+);
+COMMENT ON TABLE saga.definition_step IS 'the ordered steps of each version of a definition';
+
+CREATE TABLE saga.step_run (
+    saga_id      bigint NOT NULL,
+    step_no      integer NOT NULL,
+    step         text NOT NULL,
+    service      text NOT NULL,
+    kind         text NOT NULL CHECK (kind IN ('action', 'compensation')),
+    outcome      text NOT NULL CHECK (outcome IN ('ok', 'rejected', 'error')),
+    request      text NOT NULL,
+    detail       text,
+    request_seq  bigint NOT NULL,
+    response_seq bigint NOT NULL,
+    started_at   timestamptz NOT NULL,
+    finished_at  timestamptz NOT NULL
+);
+CREATE INDEX step_run_saga_id_idx ON saga.step_run (saga_id);
+COMMENT ON TABLE saga.step_run IS 'every step an orchestrator ran to its end, with its outcome';
 
 CREATE TABLE saga.subscription (
     id          serial PRIMARY KEY,
@@ -170,6 +224,71 @@ COMMENT ON FUNCTION saga_wake_launcher() IS
 
 -- Publishing, subscribing and running deliveries by hand are privileges the
 -- DBA grants; reading a saga's status is not.
+/* Orchestration */
+
+CREATE TYPE saga.step AS (
+    name                 text,
+    action               regprocedure,
+    compensation         regprocedure,
+    service              text,
+    request              text,
+    compensation_request text
+);
+COMMENT ON TYPE saga.step IS 'one step of an orchestrated saga; make one with saga_step()';
+
+CREATE FUNCTION saga_step(name text,
+                          action regprocedure,
+                          compensation regprocedure DEFAULT NULL,
+                          service text DEFAULT NULL,
+                          request text DEFAULT NULL,
+                          compensation_request text DEFAULT NULL)
+RETURNS saga.step
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT ROW(name, action, compensation, service, request, compensation_request)::saga.step
+$$;
+COMMENT ON FUNCTION saga_step(text, regprocedure, regprocedure, text, text, text) IS
+'a step: its action and optional compensation (functions jsonb -> jsonb), and how the trace names it';
+
+CREATE FUNCTION saga_define(name text, VARIADIC steps saga.step[])
+RETURNS integer
+AS 'MODULE_PATHNAME', 'saga_define'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION saga_define(text, saga.step[]) IS
+'define (a new version of) an orchestrated saga; returns the version number';
+
+CREATE FUNCTION saga_start(name text, data jsonb DEFAULT '{}')
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'saga_start'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION saga_start(text, jsonb) IS
+'start an instance of the latest version of an orchestrated saga; returns its id';
+
+CREATE FUNCTION saga_retry(saga_id bigint)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'saga_retry'
+LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+COMMENT ON FUNCTION saga_retry(bigint) IS
+'resume the compensation of a saga marked stuck; false if it is not stuck';
+
+CREATE FUNCTION saga_reject(reason text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE EXCEPTION USING ERRCODE = 'SG400',
+                          MESSAGE = coalesce(reason, 'rejected');
+END
+$$;
+COMMENT ON FUNCTION saga_reject(text) IS
+'called by a step to say no (a business failure, SQLSTATE SG400): the saga compensates at once';
+
+REVOKE ALL ON FUNCTION saga_define(text, saga.step[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION saga_start(text, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION saga_retry(bigint) FROM PUBLIC;
+
 REVOKE ALL ON FUNCTION saga_publish(text, jsonb, bigint, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION saga_subscribe(text, text, regprocedure) FROM PUBLIC;
 REVOKE ALL ON FUNCTION saga_unsubscribe(text, text) FROM PUBLIC;
@@ -183,6 +302,14 @@ CREATE VIEW saga_subscriptions AS
     SELECT s.id, s.consumer, s.event_type, s.handler, s.owner, s.created_at
       FROM saga.subscription s;
 COMMENT ON VIEW saga_subscriptions IS 'every subscription: consumer, event type, handler and the role it runs as';
+
+CREATE VIEW saga_instances AS
+    SELECT i.id, i.saga_type, i.pattern, i.status, i.phase, i.step,
+           i.reason, i.attempts, i.last_error, i.data,
+           i.started_at, i.finished_at, i.finished_at - i.started_at AS duration
+      FROM saga.instance i;
+COMMENT ON VIEW saga_instances IS
+'every saga; an orchestrated one whose phase is ''stuck'' needs a person (see last_error, then saga_retry)';
 
 CREATE FUNCTION saga_trace(saga_id bigint)
 RETURNS TABLE (seq integer, sender text, receiver text, message text, at timestamptz)
@@ -207,6 +334,20 @@ AS $$
               JOIN saga.delivery d ON d.event_id = e.id
               LEFT JOIN saga.subscription s ON s.id = d.subscription_id
              WHERE e.saga_id = saga_trace.saga_id AND d.status = 'done'
+            UNION ALL
+            SELECT r.request_seq, i.saga_type, r.service, r.request, r.started_at
+              FROM saga.step_run r
+              JOIN saga.instance i ON i.id = r.saga_id
+             WHERE r.saga_id = saga_trace.saga_id
+            UNION ALL
+            SELECT r.response_seq, r.service, i.saga_type,
+                   CASE r.outcome WHEN 'ok' THEN '200 OK'
+                                  WHEN 'rejected' THEN '400 Bad Request'
+                                  ELSE '500 Internal Server Error' END,
+                   r.finished_at
+              FROM saga.step_run r
+              JOIN saga.instance i ON i.id = r.saga_id
+             WHERE r.saga_id = saga_trace.saga_id
             UNION ALL
             SELECT i.finish_seq, i.saga_type,
                    CASE WHEN i.saga_type = 'order' THEN 'customer' ELSE 'client' END,
@@ -400,35 +541,46 @@ REVOKE ALL ON FUNCTION saga_set_stock(text, integer) FROM PUBLIC;
 
 /* The order service: starts the saga and answers the customer. */
 
-CREATE FUNCTION saga_place_order(customer text, product text, quantity integer, amount numeric)
+CREATE FUNCTION saga_place_order(customer text, product text, quantity integer,
+                                 amount numeric, mode text DEFAULT 'choreography')
 RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     order_id bigint;
+    request  jsonb;
 BEGIN
     PERFORM saga.check_name(customer, 'customer');
     PERFORM saga.check_name(product, 'product');
     PERFORM saga.check_quantity(quantity, 'quantity', false);
     PERFORM saga.check_amount(amount, 'amount', false);
+    IF mode IS NULL OR mode NOT IN ('choreography', 'orchestration') THEN
+        RAISE EXCEPTION 'unknown mode %', coalesce(quote_literal(mode), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'The mode is ''choreography'' or ''orchestration''.';
+    END IF;
 
-    order_id := @extschema@.saga_begin('order');
+    request := jsonb_build_object('customer', saga_place_order.customer,
+                                  'product', saga_place_order.product,
+                                  'quantity', saga_place_order.quantity,
+                                  'amount', saga_place_order.amount);
+    IF mode = 'orchestration' THEN
+        order_id := @extschema@.saga_start('order', request);
+    ELSE
+        order_id := @extschema@.saga_begin('order');
+        PERFORM @extschema@.saga_publish('OrderCreated',
+                                         request || jsonb_build_object('order_id', order_id),
+                                         order_id, 'order');
+    END IF;
     INSERT INTO saga.orders (id, customer, product, quantity, amount, placed_by)
     VALUES (order_id, saga_place_order.customer, saga_place_order.product,
             saga_place_order.quantity, saga_place_order.amount, session_user::regrole);
-    PERFORM @extschema@.saga_publish('OrderCreated',
-                                     jsonb_build_object('order_id', order_id,
-                                                        'customer', saga_place_order.customer,
-                                                        'product', saga_place_order.product,
-                                                        'quantity', saga_place_order.quantity,
-                                                        'amount', saga_place_order.amount),
-                                     order_id, 'order');
     RETURN order_id;
 END
 $$;
-COMMENT ON FUNCTION saga_place_order(text, text, integer, numeric) IS
-'place an order; returns its id at once while the saga runs in the background';
+COMMENT ON FUNCTION saga_place_order(text, text, integer, numeric, text) IS
+'place an order, choreographed or orchestrated; returns its id at once while the saga runs in the background';
 
 CREATE FUNCTION saga_order_status(order_id bigint)
 RETURNS text
@@ -452,20 +604,101 @@ COMMENT ON FUNCTION saga_order_status(bigint) IS '''pending'', ''completed'' or 
 
 CREATE VIEW saga_orders AS
     SELECT o.id AS order_id, o.customer, o.product, o.quantity, o.amount,
-           i.status, i.reason, o.placed_at, i.finished_at
+           i.pattern, i.status, i.reason, o.placed_at, i.finished_at
       FROM saga.orders o
       JOIN saga.instance i ON i.id = o.id;
 COMMENT ON VIEW saga_orders IS 'every order with its status and, for a failed one, the reason';
 GRANT SELECT ON saga_orders TO PUBLIC;
 
 /*
- * The services' handlers.  Each consumes one event and may publish others;
- * the engine runs it, the delivery's bookkeeping and what it publishes in
- * one transaction.  Events carry what the next service needs, so services
- * never read each other's tables.
+ * The services' business rules.  Each says no with saga_reject() (SQLSTATE
+ * SG400), which undoes whatever it had written; both patterns use them.
  */
 
--- payment service: OrderCreated -> charge -> PaymentProcessed | PaymentFailed
+-- payment service: charge an order; returns the payment's id
+CREATE FUNCTION saga.charge_payment(order_id bigint, customer text, amount numeric)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    balance    numeric;
+    payment_id bigint;
+BEGIN
+    SELECT a.balance INTO balance
+      FROM saga.account a WHERE a.customer = charge_payment.customer
+       FOR UPDATE;
+    IF NOT FOUND THEN
+        PERFORM @extschema@.saga_reject(format('unknown customer %s', customer));
+    END IF;
+    IF balance < amount THEN
+        PERFORM @extschema@.saga_reject(format('insufficient balance: %s < %s', balance, amount));
+    END IF;
+    UPDATE saga.account a SET balance = a.balance - amount
+     WHERE a.customer = charge_payment.customer;
+    INSERT INTO saga.payment (order_id, customer, amount)
+    VALUES (charge_payment.order_id, charge_payment.customer, charge_payment.amount)
+    RETURNING id INTO payment_id;
+    RETURN payment_id;
+END
+$$;
+
+-- payment service's compensation: refund an order's charge; returns the amount
+CREATE FUNCTION saga.refund_payment(order_id bigint)
+RETURNS numeric
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    pay saga.payment;
+BEGIN
+    UPDATE saga.payment AS x SET status = 'refunded', refunded_at = clock_timestamp()
+     WHERE x.order_id = refund_payment.order_id AND x.status = 'charged'
+    RETURNING * INTO pay;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no charged payment for order %', order_id
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    UPDATE saga.account a SET balance = a.balance + pay.amount WHERE a.customer = pay.customer;
+    RETURN pay.amount;
+END
+$$;
+
+-- inventory service: reserve stock for an order; returns the reservation's id
+CREATE FUNCTION saga.reserve_stock(order_id bigint, product text, quantity integer)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    stock          integer;
+    reservation_id bigint;
+BEGIN
+    SELECT p.stock INTO stock
+      FROM saga.product p WHERE p.product = reserve_stock.product
+       FOR UPDATE;
+    IF NOT FOUND THEN
+        PERFORM @extschema@.saga_reject(format('unknown product %s', product));
+    END IF;
+    IF stock < quantity THEN
+        PERFORM @extschema@.saga_reject(format('insufficient stock: %s < %s', stock, quantity));
+    END IF;
+    UPDATE saga.product p SET stock = p.stock - quantity WHERE p.product = reserve_stock.product;
+    INSERT INTO saga.reservation (order_id, product, quantity)
+    VALUES (reserve_stock.order_id, reserve_stock.product, reserve_stock.quantity)
+    RETURNING id INTO reservation_id;
+    RETURN reservation_id;
+END
+$$;
+
+/*
+ * Choreography: each service reacts to an event and publishes the next.
+ * The engine runs a handler, the delivery's bookkeeping and what it
+ * publishes in one transaction.  Events carry what the next service needs,
+ * so services never read each other's tables.
+ */
+
+-- payment service: OrderCreated -> PaymentProcessed | PaymentFailed
 CREATE FUNCTION saga.payment_on_order_created(e saga.event)
 RETURNS void
 LANGUAGE plpgsql
@@ -473,83 +706,54 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     p          jsonb := e.payload;
-    amount     numeric := (p->>'amount')::numeric;
-    balance    numeric;
     payment_id bigint;
 BEGIN
-    SELECT a.balance INTO balance
-      FROM saga.account a WHERE a.customer = p->>'customer'
-       FOR UPDATE;
-    IF NOT FOUND THEN
+    BEGIN
+        payment_id := saga.charge_payment((p->>'order_id')::bigint, p->>'customer',
+                                          (p->>'amount')::numeric);
+    EXCEPTION WHEN SQLSTATE 'SG400' THEN
         PERFORM @extschema@.saga_publish('PaymentFailed',
-            p || jsonb_build_object('reason', format('unknown customer %s', p->>'customer')));
+                                         p || jsonb_build_object('reason', SQLERRM));
         RETURN;
-    END IF;
-    IF balance < amount THEN
-        PERFORM @extschema@.saga_publish('PaymentFailed',
-            p || jsonb_build_object('reason', format('insufficient balance: %s < %s', balance, amount)));
-        RETURN;
-    END IF;
-    UPDATE saga.account a SET balance = a.balance - amount WHERE a.customer = p->>'customer';
-    INSERT INTO saga.payment (order_id, customer, amount)
-    VALUES ((p->>'order_id')::bigint, p->>'customer', amount)
-    RETURNING id INTO payment_id;
+    END;
     PERFORM @extschema@.saga_publish('PaymentProcessed',
-        p || jsonb_build_object('payment_id', payment_id));
+                                     p || jsonb_build_object('payment_id', payment_id));
 END
 $$;
 
--- inventory service: PaymentProcessed -> reserve -> InventoryReserved | InventoryReservationFailed
+-- inventory service: PaymentProcessed -> InventoryReserved | InventoryReservationFailed
 CREATE FUNCTION saga.inventory_on_payment_processed(e saga.event)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    p        jsonb := e.payload;
-    quantity integer := (p->>'quantity')::integer;
-    stock    integer;
+    p jsonb := e.payload;
 BEGIN
-    SELECT pr.stock INTO stock
-      FROM saga.product pr WHERE pr.product = p->>'product'
-       FOR UPDATE;
-    IF NOT FOUND THEN
+    BEGIN
+        PERFORM saga.reserve_stock((p->>'order_id')::bigint, p->>'product',
+                                   (p->>'quantity')::integer);
+    EXCEPTION WHEN SQLSTATE 'SG400' THEN
         PERFORM @extschema@.saga_publish('InventoryReservationFailed',
-            p || jsonb_build_object('reason', format('unknown product %s', p->>'product')));
+                                         p || jsonb_build_object('reason', SQLERRM));
         RETURN;
-    END IF;
-    IF stock < quantity THEN
-        PERFORM @extschema@.saga_publish('InventoryReservationFailed',
-            p || jsonb_build_object('reason', format('insufficient stock: %s < %s', stock, quantity)));
-        RETURN;
-    END IF;
-    UPDATE saga.product pr SET stock = pr.stock - quantity WHERE pr.product = p->>'product';
-    INSERT INTO saga.reservation (order_id, product, quantity)
-    VALUES ((p->>'order_id')::bigint, p->>'product', quantity);
+    END;
     PERFORM @extschema@.saga_publish('InventoryReserved', p);
 END
 $$;
 
--- payment service's compensation: InventoryReservationFailed -> refund -> PaymentRefunded
+-- payment service's compensation: InventoryReservationFailed -> PaymentRefunded
 CREATE FUNCTION saga.payment_on_inventory_reservation_failed(e saga.event)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    p   jsonb := e.payload;
-    pay saga.payment;
+    refunded numeric;
 BEGIN
-    UPDATE saga.payment AS x SET status = 'refunded', refunded_at = clock_timestamp()
-     WHERE x.order_id = (p->>'order_id')::bigint AND x.status = 'charged'
-    RETURNING * INTO pay;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'no charged payment for order %', p->>'order_id'
-            USING ERRCODE = 'no_data_found';
-    END IF;
-    UPDATE saga.account a SET balance = a.balance + pay.amount WHERE a.customer = pay.customer;
+    refunded := saga.refund_payment((e.payload->>'order_id')::bigint);
     PERFORM @extschema@.saga_publish('PaymentRefunded',
-        p || jsonb_build_object('refund_amount', pay.amount));
+                                     e.payload || jsonb_build_object('refund_amount', refunded));
 END
 $$;
 
@@ -598,6 +802,46 @@ BEGIN
 END
 $$;
 
+/*
+ * Orchestration: the order service tells each service what to do, through
+ * steps that take the saga's data and return what to add to it.
+ */
+
+CREATE FUNCTION saga.payment_step_charge(data jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN jsonb_build_object('payment_id',
+        saga.charge_payment((data->>'saga_id')::bigint, data->>'customer',
+                            (data->>'amount')::numeric));
+END
+$$;
+
+CREATE FUNCTION saga.payment_step_refund(data jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN jsonb_build_object('refund_amount',
+        saga.refund_payment((data->>'saga_id')::bigint));
+END
+$$;
+
+CREATE FUNCTION saga.inventory_step_reserve(data jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN jsonb_build_object('reservation_id',
+        saga.reserve_stock((data->>'saga_id')::bigint, data->>'product',
+                           (data->>'quantity')::integer));
+END
+$$;
+
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA saga FROM PUBLIC;
 
 -- Wire the services together through the public API.  Order matters for
@@ -609,6 +853,13 @@ SELECT saga_subscribe('order',     'InventoryReserved',          'saga.order_on_
 SELECT saga_subscribe('order',     'InventoryReservationFailed', 'saga.order_on_inventory_reservation_failed(saga.event)');
 SELECT saga_subscribe('payment',   'InventoryReservationFailed', 'saga.payment_on_inventory_reservation_failed(saga.event)');
 SELECT saga_subscribe('order',     'PaymentRefunded',            'saga.order_on_payment_refunded(saga.event)');
+
+SELECT saga_define('order',
+    saga_step('payment', 'saga.payment_step_charge(jsonb)', 'saga.payment_step_refund(jsonb)',
+              service => 'payment', request => 'POST /payments',
+              compensation_request => 'DELETE /payments/{payment_id}'),
+    saga_step('inventory', 'saga.inventory_step_reserve(jsonb)',
+              service => 'inventory', request => 'POST /inventory/reserve'));
 
 -- Tell the launcher (at commit) that this database now has sagas to run.
 SELECT saga_wake_launcher();

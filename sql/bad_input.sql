@@ -46,6 +46,10 @@ SELECT stmt, try(stmt) AS result
     ($$SELECT saga_place_order('alice', 'widget', 1, '-Infinity')$$),
     ($$SELECT saga_place_order('alice', 'widget', 1, 1e20)$$),
     ($$SELECT saga_place_order(repeat('x', 10000), 'widget', 1, 1.00)$$),
+    ($$SELECT saga_place_order('alice', 'widget', 1, 1.00, 'telepathy')$$),
+    ($$SELECT saga_place_order('alice', 'widget', 1, 1.00, NULL)$$),
+    ($$SELECT saga_place_order('alice', 'widget', 1, 1.00, 'ORCHESTRATION')$$),
+    ($$SELECT saga_place_order('alice', 'widget', 1, 1.00, $x$'; DROP TABLE saga.orders; --$x$)$$),
     ($$SELECT saga_set_balance(NULL, 1)$$),
     ($$SELECT saga_set_balance('dave', -1)$$),
     ($$SELECT saga_set_balance('dave', 'NaN')$$),
@@ -64,6 +68,10 @@ SELECT stmt, try(stmt) AS result
     ($$SELECT saga_subscribe('x', 'Thing', 'no_such_function(saga.event)')$$),
     ($$SELECT saga_subscribe('x', 'Thing', 'lower(text)')$$),
     ($$SELECT saga_begin('')$$),
+    ($$SELECT saga_start('order', '{"customer": 1}'::jsonb - 'customer' || '[]')$$),
+    ($$SELECT saga_start(NULL)$$),
+    ($$SELECT saga_retry(-1)$$),
+    ($$SELECT saga_define('x', NULL::saga.step)$$),
     ($$SELECT saga_complete(-1)$$),
     ($$SELECT saga_fail(-1, 'why')$$)
   ) AS t(stmt);

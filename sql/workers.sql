@@ -57,23 +57,62 @@ SELECT (SELECT seq FROM saga_trace(:nostock) WHERE message = 'PaymentRefunded' A
        (SELECT seq FROM saga_trace(:nostock) WHERE message = '500 Internal Server Error')
        AS answer_last;
 
+-- The same three outcomes, orchestrated.
+SELECT saga_place_order('alice', 'widget', 2, 30.00, 'orchestration') AS ohappy \gset
+SELECT saga_place_order('bob', 'widget', 1, 50.00, 'orchestration') AS onofunds \gset
+SELECT saga_place_order('alice', 'gadget', 1, 20.00, 'orchestration') AS onostock \gset
+SELECT saga_await(:ohappy) AS happy, saga_await(:onofunds) AS nofunds, saga_await(:onostock) AS nostock;
+SELECT saga_balance('alice'), saga_balance('bob'), saga_stock('widget'), saga_stock('gadget');
+SELECT seq, sender, receiver, message FROM saga_trace(:ohappy);
+SELECT seq, sender, receiver, message FROM saga_trace(:onofunds);
+SELECT seq, sender, receiver, regexp_replace(message, '/payments/\d+$', '/payments/<id>') AS message
+  FROM saga_trace(:onostock);
+
+-- A user-defined orchestrated saga whose compensation fails twice: the
+-- workers retry it with backoff until it succeeds.
+CREATE SEQUENCE undo_tries;
+CREATE TABLE undo_log (what text);
+CREATE FUNCTION do_it(data jsonb) RETURNS jsonb LANGUAGE sql AS $$ SELECT '{"done": true}'::jsonb $$;
+CREATE FUNCTION undo_it(data jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+    IF nextval('undo_tries') <= 2 THEN
+        RAISE EXCEPTION 'undo failed, try again';
+    END IF;
+    INSERT INTO undo_log VALUES ('undone');
+    RETURN NULL;
+END $$;
+CREATE FUNCTION refuse(data jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM saga_reject('refused');
+    RETURN NULL;
+END $$;
+SELECT saga_define('undoable', saga_step('do', 'do_it(jsonb)', 'undo_it(jsonb)'),
+                               saga_step('refuse', 'refuse(jsonb)'));
+SELECT saga_start('undoable') AS undoable \gset
+SELECT saga_await(:undoable, '30 seconds');
+SELECT reason, attempts FROM saga_instances WHERE id = :undoable;
+SELECT * FROM undo_log;
+
 -- saga_await times out with 'pending' when nothing runs the saga.
 SELECT saga_subscribe('nobody', 'NeverHandled', 'saga.order_on_payment_failed(saga.event)');
 SELECT saga_begin('limbo') AS limbo \gset
 SELECT saga_await(:limbo, '200 milliseconds');
 SELECT saga_unsubscribe('nobody', 'NeverHandled');
 
--- A burst: 200 orders, all awaited.
+-- A burst: 200 orders, half of them orchestrated, all awaited.
 SELECT count(*) FROM (SELECT saga_set_balance('c' || i, 1000) FROM generate_series(1, 20) i) t;
 SELECT saga_set_stock('bulk', 150);
 CREATE TABLE burst AS
-    SELECT saga_place_order('c' || (i % 20 + 1), 'bulk', 1, 1.00) AS id FROM generate_series(1, 200) i;
+    SELECT saga_place_order('c' || (i % 20 + 1), 'bulk', 1, 1.00,
+                            CASE WHEN i % 2 = 0 THEN 'orchestration' ELSE 'choreography' END) AS id
+      FROM generate_series(1, 200) i;
 SELECT saga_await(id, '30 seconds') AS status, count(*) FROM burst GROUP BY 1 ORDER BY 1;
 SELECT saga_stock('bulk');
 SELECT sum(saga_balance('c' || i)) FROM generate_series(1, 20) i;
 SELECT count(*) FILTER (WHERE status = 'refunded') AS refunds FROM saga.payment p JOIN burst b ON b.id = p.order_id;
 -- No delivery ran twice, none is left pending.
-SELECT status, count(*) FROM saga.delivery GROUP BY 1 ORDER BY 1;
+SELECT count(*) FILTER (WHERE status <> 'done') AS not_done FROM saga.delivery;
+SELECT status, count(*) FROM saga.instance GROUP BY 1 ORDER BY 1;
 
 -- saga.workers is reloaded on SIGHUP.
 ALTER SYSTEM SET saga.workers = 3;

@@ -12,10 +12,7 @@
  * error is recorded and the delivery is retried with exponential backoff
  * until saga.max_attempts, after which it is dead-lettered.
  *
- * A handler runs as the role that subscribed it, never as the superuser
- * that owns the worker, inside a security-restricted operation and with
- * its GUC changes undone afterwards, as VACUUM runs index functions as the
- * table's owner.
+ * A handler runs as the role that subscribed it (see invoke.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -27,15 +24,11 @@
 #include "commands/sequence.h"
 #include "fmgr.h"
 #include "miscadmin.h"
-#include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
-#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
-#include "utils/regproc.h"
 #include "utils/resowner.h"
-#include "utils/syscache.h"
 
 #include "saga.h"
 
@@ -104,61 +97,10 @@ lookup_handler(HandlerInfo *cache, int *ncache, int maxcache, Oid handler,
 		if (cache[i].oid == handler)
 			return &cache[i].flinfo;
 
-	if (!SearchSysCacheExists1(PROCOID, ObjectIdGetDatum(handler)))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_FUNCTION),
-				 errmsg("handler function %u no longer exists", handler),
-				 errhint("Drop the subscription with saga_unsubscribe() or subscribe a new handler.")));
-
 	Assert(*ncache < maxcache);
+	saga_lookup_function(handler, &cache[*ncache].flinfo, cxt);
 	cache[*ncache].oid = handler;
-	fmgr_info_cxt(handler, &cache[*ncache].flinfo, cxt);
 	return &cache[(*ncache)++].flinfo;
-}
-
-/* Run one handler as its subscription's owner. */
-static void
-run_handler(ClaimedDelivery *cd, FmgrInfo *flinfo)
-{
-	LOCAL_FCINFO(fcinfo, 1);
-	Oid			save_userid;
-	int			save_sec_context;
-	int			save_nestlevel;
-
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(cd->owner,
-						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-	save_nestlevel = NewGUCNestLevel();
-
-	if (pg_proc_aclcheck(cd->handler, cd->owner, ACL_EXECUTE) != ACLCHECK_OK)
-	{
-		char	   *role = GetUserNameFromId(cd->owner, true);
-
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("role \"%s\" may not execute handler %s",
-						role ? role : "(dropped role)",
-						format_procedure(cd->handler))));
-	}
-
-	InitFunctionCallInfoData(*fcinfo, flinfo, 1, InvalidOid, NULL, NULL);
-	fcinfo->args[0].value = cd->event;
-	fcinfo->args[0].isnull = false;
-	(void) FunctionCallInvoke(fcinfo);
-
-	AtEOXact_GUC(false, save_nestlevel);
-	SetUserIdAndSecContext(save_userid, save_sec_context);
-}
-
-/* Delay before retrying after the given number of failed attempts. */
-static double
-retry_delay_ms(int attempts)
-{
-	double		delay = (double) saga_retry_backoff;
-
-	delay *= (double) (1 << Min(Max(attempts - 1, 0), 20));
-	return Min(delay, 3600.0 * 1000.0);
 }
 
 static void
@@ -171,9 +113,7 @@ record_failure(ClaimedDelivery *cd, ErrorData *edata)
 	bool		isnull;
 	StringInfoData msg;
 
-	/* a deadlock or serialization failure is not the handler's fault */
-	transient = ERRCODE_TO_CATEGORY(edata->sqlerrcode) ==
-		ERRCODE_TRANSACTION_ROLLBACK;
+	transient = saga_error_is_transient(edata->sqlerrcode);
 
 	initStringInfo(&msg);
 	appendStringInfo(&msg, "%s (SQLSTATE %s)",
@@ -184,7 +124,7 @@ record_failure(ClaimedDelivery *cd, ErrorData *edata)
 	values[1] = Int32GetDatum(transient ? 0 : 1);
 	values[2] = CStringGetTextDatum(msg.data);
 	values[3] = Int32GetDatum(saga_max_attempts);
-	values[4] = Float8GetDatum(transient ? 10.0 : retry_delay_ms(cd->attempts + 1));
+	values[4] = Float8GetDatum(saga_retry_delay_ms(cd->attempts + 1, edata->sqlerrcode));
 	saga_execute(&failed_plan, values, nulls, false, 0);
 
 	status = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0],
@@ -290,11 +230,12 @@ saga_dispatch_batch(int limit)
 		PG_TRY();
 		{
 			FmgrInfo   *flinfo;
+			bool		isnull;
 
 			flinfo = lookup_handler(handlers, &nhandlers, result.claimed,
 									cd->handler, batch_cxt);
 			saga_current_delivery = &current;
-			run_handler(cd, flinfo);
+			(void) saga_invoke_as(cd->owner, flinfo, cd->event, &isnull);
 			saga_current_delivery = NULL;
 
 			ReleaseCurrentSubTransaction();
@@ -350,11 +291,11 @@ PG_FUNCTION_INFO_V1(saga_run_pending);
 /*
  * saga_run_pending() returns bigint
  *
- * Deliver in this session, batch after batch, until nothing is pending:
- * events published by the handlers are delivered too, so whole sagas run
- * to their end.  Everything happens in the caller's transaction.  Returns
- * the number of deliveries handled successfully.  A delivery that fails is
- * not retried within the same call.
+ * Deliver events and run orchestrated steps in this session, batch after
+ * batch, until nothing is due: what the handlers publish is delivered too,
+ * so whole sagas run to their end.  Everything happens in the caller's
+ * transaction.  Returns the number of deliveries and steps that
+ * succeeded.  Work that fails is not retried within the same call.
  */
 Datum
 saga_run_pending(PG_FUNCTION_ARGS)
@@ -364,11 +305,13 @@ saga_run_pending(PG_FUNCTION_ARGS)
 	for (;;)
 	{
 		SagaBatchResult r;
+		SagaBatchResult s;
 
 		CHECK_FOR_INTERRUPTS();
 		r = saga_dispatch_batch(saga_batch_size);
-		total += r.done;
-		if (r.claimed == 0)
+		s = saga_run_steps(saga_batch_size);
+		total += r.done + s.done;
+		if (r.claimed == 0 && s.claimed == 0)
 			break;
 	}
 	PG_RETURN_INT64(total);

@@ -133,6 +133,7 @@ typedef struct SagaBatchResult
 } SagaBatchResult;
 
 extern SagaBatchResult saga_dispatch_batch(int limit);
+extern SagaBatchResult saga_run_steps(int limit);	/* orchestrate.c */
 
 /* The delivery being handled right now, for saga_publish's defaults. */
 typedef struct SagaCurrentDelivery
@@ -146,6 +147,18 @@ typedef struct SagaCurrentDelivery
 extern SagaCurrentDelivery *saga_current_delivery;
 
 /* ------------------------------------------------------------------------
+ * Running users' functions as their owners (invoke.c)
+ * ------------------------------------------------------------------------
+ */
+extern void saga_lookup_function(Oid fn, FmgrInfo *flinfo, MemoryContext cxt);
+extern Datum saga_invoke_as(Oid role, FmgrInfo *flinfo, Datum arg, bool *isnull);
+extern bool saga_error_is_transient(int sqlerrcode);
+extern double saga_retry_delay_ms(int attempts, int sqlerrcode);
+
+/* SQLSTATE SG400: a saga step's business "no" (see saga_reject()). */
+#define ERRCODE_SAGA_REJECTED	MAKE_SQLSTATE('S','G','4','0','0')
+
+/* ------------------------------------------------------------------------
  * SPI helpers (spi_util.c)
  * ------------------------------------------------------------------------
  */
@@ -153,7 +166,7 @@ typedef struct SagaPlan
 {
 	const char *sql;
 	int			nargs;
-	Oid			argtypes[8];
+	Oid			argtypes[12];
 	SPIPlanPtr	plan;
 } SagaPlan;
 

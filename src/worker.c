@@ -63,6 +63,7 @@ static int
 worker_run_batch(void)
 {
 	SagaBatchResult r;
+	SagaBatchResult s;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -77,6 +78,10 @@ worker_run_batch(void)
 	pgstat_report_activity(STATE_RUNNING, "saga: delivering events");
 
 	r = saga_dispatch_batch(saga_batch_size);
+	s = saga_run_steps(saga_batch_size);
+	r.claimed += s.claimed;
+	r.done += s.done;
+	r.failed += s.failed;
 
 	PopActiveSnapshot();
 	CommitTransactionCommand();

@@ -1,0 +1,795 @@
+/*-------------------------------------------------------------------------
+ *
+ * orchestrate.c
+ *	  Orchestrated sagas: definitions (saga_define), instances
+ *	  (saga_start, saga_retry) and the step runner the workers use.
+ *
+ * A definition is an ordered list of steps, each an action and an optional
+ * compensation: functions taking the saga's data (jsonb) and returning
+ * jsonb to merge into it.  Every saga_define() call adds a version; an
+ * instance runs on the version it started with to its end.
+ *
+ * The runner claims instances due for work with FOR UPDATE SKIP LOCKED and
+ * takes each one step further, in a subtransaction that also writes the
+ * instance's new state and the step's record: the step's effects and the
+ * saga's progress commit together, so after a crash the saga resumes at
+ * the step it was on and no step runs twice.
+ *
+ * Outcomes of a step:
+ *	- it returns: the next step is due (or the saga is completed);
+ *	- it rejects (SQLSTATE SG400, raised by saga_reject()): a business "no",
+ *	  so the steps done so far are compensated at once, last first;
+ *	- it raises anything else: a technical error, retried with exponential
+ *	  backoff up to saga.max_attempts, then treated as a rejection.
+ * A compensation that raises is retried likewise, never skipped; after
+ * saga.max_attempts the saga is marked 'stuck' for a person to look at,
+ * and saga_retry() resumes it.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_proc.h"
+#include "catalog/pg_type.h"
+#include "commands/sequence.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/numeric.h"
+#include "utils/regproc.h"
+#include "utils/resowner.h"
+#include "utils/syscache.h"
+
+#include "saga.h"
+
+PG_FUNCTION_INFO_V1(saga_define);
+PG_FUNCTION_INFO_V1(saga_start);
+PG_FUNCTION_INFO_V1(saga_retry);
+
+/* ------------------------------------------------------------------------
+ * Definitions
+ * ------------------------------------------------------------------------
+ */
+
+static SagaPlan definition_owner_plan = {
+	"SELECT owner::oid, max(version) FROM saga.definition"
+	" WHERE name = $1 GROUP BY owner ORDER BY max(version) DESC LIMIT 1",
+	1, {TEXTOID}
+};
+
+static SagaPlan define_plan = {
+	"INSERT INTO saga.definition (name, version, steps, owner)"
+	" VALUES ($1, $2, $3, $4::oid::regrole)",
+	4, {TEXTOID, INT4OID, INT4OID, OIDOID}
+};
+
+static SagaPlan define_step_plan = {
+	"INSERT INTO saga.definition_step"
+	"  (definition, version, step_no, name, service, action, compensation,"
+	"   request, compensation_request)"
+	" VALUES ($1, $2, $3, $4, $5, $6::oid::regprocedure, $7::oid::regprocedure, $8, $9)",
+	9, {TEXTOID, INT4OID, INT4OID, TEXTOID, TEXTOID, OIDOID, OIDOID, TEXTOID, TEXTOID}
+};
+
+/* A step function takes jsonb and returns jsonb or void. */
+static void
+check_step_function(Oid fn, const char *step, const char *what)
+{
+	HeapTuple	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
+	Form_pg_proc proc;
+
+	if (!HeapTupleIsValid(tup))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FUNCTION),
+				 errmsg("function with OID %u does not exist", fn)));
+	proc = (Form_pg_proc) GETSTRUCT(tup);
+	if (proc->prokind != PROKIND_FUNCTION || proc->proretset ||
+		proc->pronargs != 1 || proc->proargtypes.values[0] != JSONBOID ||
+		(proc->prorettype != JSONBOID && proc->prorettype != VOIDOID))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_FUNCTION_DEFINITION),
+				 errmsg("%s cannot be the %s of step \"%s\"",
+						format_procedure(fn), what, step),
+				 errdetail("A step's action or compensation is a function that takes the saga's data "
+						   "as one jsonb argument and returns jsonb (merged into the data) or void.")));
+	ReleaseSysCache(tup);
+
+	if (pg_proc_aclcheck(fn, GetUserId(), ACL_EXECUTE) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for function %s", format_procedure(fn)),
+				 errdetail("Steps run as the role that defines the saga, which must be allowed to execute them.")));
+}
+
+/* Text field of a composite, or NULL. */
+static char *
+step_text(HeapTupleHeader step, const char *field)
+{
+	bool		isnull;
+	Datum		d = GetAttributeByName(step, field, &isnull);
+
+	return isnull ? NULL : TextDatumGetCString(d);
+}
+
+static Oid
+step_oid(HeapTupleHeader step, const char *field)
+{
+	bool		isnull;
+	Datum		d = GetAttributeByName(step, field, &isnull);
+
+	return isnull ? InvalidOid : DatumGetObjectId(d);
+}
+
+/*
+ * saga_define(name text, VARIADIC steps saga.step[]) returns integer
+ *
+ * Adds a version of a definition and returns its number.  Only the role
+ * that created a definition (or a member of it) may add versions.
+ */
+Datum
+saga_define(PG_FUNCTION_ARGS)
+{
+	char	   *name = saga_check_name(fcinfo, 0, "saga name");
+	ArrayType  *steps;
+	Datum	   *elems;
+	bool	   *elem_nulls;
+	int			nsteps;
+	Oid			caller = GetUserId();
+	Oid			save_userid;
+	int			save_sec_context;
+	int32		version = 1;
+	Datum		values[9];
+	char		nulls[9];
+	int			i,
+				j;
+
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("steps must not be null")));
+	steps = PG_GETARG_ARRAYTYPE_P(1);
+	deconstruct_array(steps, ARR_ELEMTYPE(steps), -1, false, TYPALIGN_DOUBLE,
+					  &elems, &elem_nulls, &nsteps);
+	if (nsteps == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a saga needs at least one step")));
+
+	/* check every step before writing anything */
+	for (i = 0; i < nsteps; i++)
+	{
+		HeapTupleHeader step;
+		char	   *step_name;
+
+		if (elem_nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("step %d is null", i + 1)));
+		step = DatumGetHeapTupleHeader(elems[i]);
+		step_name = step_text(step, "name");
+		if (step_name == NULL || step_name[strspn(step_name, " \t\r\n")] == '\0')
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("step %d has no name", i + 1)));
+		for (j = 0; j < i; j++)
+			if (strcmp(step_name, step_text(DatumGetHeapTupleHeader(elems[j]), "name")) == 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_DUPLICATE_OBJECT),
+						 errmsg("step \"%s\" appears twice", step_name)));
+		if (!OidIsValid(step_oid(step, "action")))
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("step \"%s\" has no action", step_name)));
+		check_step_function(step_oid(step, "action"), step_name, "action");
+		if (OidIsValid(step_oid(step, "compensation")))
+			check_step_function(step_oid(step, "compensation"), step_name, "compensation");
+	}
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	saga_begin_as_owner(&save_userid, &save_sec_context);
+
+	values[0] = CStringGetTextDatum(name);
+	saga_execute(&definition_owner_plan, values, NULL, false, 0);
+	if (SPI_processed > 0)
+	{
+		bool		isnull;
+		Oid			owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+														   SPI_tuptable->tupdesc, 1, &isnull));
+
+		if (!has_privs_of_role(caller, owner))
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("saga \"%s\" belongs to another role", name),
+					 errdetail("Only the role that defined a saga may add versions of it.")));
+		version = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
+											  SPI_tuptable->tupdesc, 2, &isnull)) + 1;
+	}
+
+	values[1] = Int32GetDatum(version);
+	values[2] = Int32GetDatum(nsteps);
+	values[3] = ObjectIdGetDatum(caller);
+	saga_execute(&define_plan, values, NULL, false, 0);
+
+	for (i = 0; i < nsteps; i++)
+	{
+		HeapTupleHeader step = DatumGetHeapTupleHeader(elems[i]);
+		char	   *s;
+
+		memset(nulls, ' ', sizeof(nulls));
+		values[0] = CStringGetTextDatum(name);
+		values[1] = Int32GetDatum(version);
+		values[2] = Int32GetDatum(i);
+		values[3] = CStringGetTextDatum(step_text(step, "name"));
+		s = step_text(step, "service");
+		values[4] = CStringGetTextDatum(s ? s : step_text(step, "name"));
+		values[5] = ObjectIdGetDatum(step_oid(step, "action"));
+		values[6] = ObjectIdGetDatum(step_oid(step, "compensation"));
+		if (!OidIsValid(step_oid(step, "compensation")))
+			nulls[6] = 'n';
+		s = step_text(step, "request");
+		values[7] = CStringGetTextDatum(s ? s : step_text(step, "name"));
+		s = step_text(step, "compensation_request");
+		if (s)
+			values[8] = CStringGetTextDatum(s);
+		else
+			nulls[8] = 'n';
+		saga_execute(&define_step_plan, values, nulls, false, 0);
+	}
+
+	saga_end_as_owner(save_userid, save_sec_context);
+	SPI_finish();
+	PG_RETURN_INT32(version);
+}
+
+/* ------------------------------------------------------------------------
+ * Instances
+ * ------------------------------------------------------------------------
+ */
+
+static SagaPlan start_plan = {
+	"WITH d AS (SELECT version, owner FROM saga.definition"
+	"            WHERE name = $1 ORDER BY version DESC LIMIT 1),"
+	"     n AS (SELECT nextval('saga.instance_id_seq') AS id)"
+	" INSERT INTO saga.instance (id, saga_type, pattern, owner,"
+	"                            definition_version, data, step, phase)"
+	" SELECT n.id, $1, 'orchestration', $3::oid::regrole, d.version,"
+	"        $2 || jsonb_build_object('saga_id', n.id), 0, 'forward'"
+	"   FROM d, n"
+	" RETURNING id, (SELECT owner::oid FROM d)",
+	3, {TEXTOID, JSONBOID, OIDOID}
+};
+
+/*
+ * saga_start(saga_name text, data jsonb) returns bigint
+ *
+ * Starts an instance of the latest version of a definition; the workers
+ * run it once the calling transaction commits.  Its data gets the key
+ * saga_id, the instance's id, for steps that need it.  Only the definition's
+ * owner (or a member) may start it: to let others, wrap the call in a
+ * SECURITY DEFINER function, as saga_place_order() does.
+ */
+Datum
+saga_start(PG_FUNCTION_ARGS)
+{
+	char	   *name = saga_check_name(fcinfo, 0, "saga name");
+	Jsonb	   *data;
+	Datum		values[3];
+	Oid			caller = GetUserId();
+	Oid			save_userid;
+	int			save_sec_context;
+	bool		isnull;
+	int64		id;
+	Oid			owner;
+
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("data must not be null"),
+				 errhint("Start it with '{}' for a saga without data.")));
+	data = PG_GETARG_JSONB_P(1);
+	if (!JB_ROOT_IS_OBJECT(data))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("data must be a JSON object")));
+
+	values[0] = CStringGetTextDatum(name);
+	values[1] = JsonbPGetDatum(data);
+	values[2] = ObjectIdGetDatum(caller);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	saga_begin_as_owner(&save_userid, &save_sec_context);
+	saga_execute(&start_plan, values, NULL, false, 0);
+	saga_end_as_owner(save_userid, save_sec_context);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("saga \"%s\" is not defined", name),
+				 errhint("Define it with saga_define().")));
+	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+									 SPI_tuptable->tupdesc, 1, &isnull));
+	owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+										   SPI_tuptable->tupdesc, 2, &isnull));
+	SPI_finish();
+
+	/* checked after the insert, which the error then rolls back */
+	if (!has_privs_of_role(caller, owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to start saga \"%s\"", name),
+				 errdetail("Only the role that defined a saga may start it."),
+				 errhint("Its owner can offer a SECURITY DEFINER function that starts it.")));
+
+	saga_note_published();
+	PG_RETURN_INT64(id);
+}
+
+static SagaPlan retry_plan = {
+	"UPDATE saga.instance"
+	"   SET phase = 'compensating', attempts = 0, next_attempt_at = now()"
+	" WHERE id = $1 AND phase = 'stuck'"
+	" RETURNING id",
+	1, {INT8OID}
+};
+
+static SagaPlan owner_plan = {
+	"SELECT owner::oid FROM saga.instance WHERE id = $1 FOR UPDATE",
+	1, {INT8OID}
+};
+
+/*
+ * saga_retry(saga_id bigint) returns boolean
+ *
+ * Resume the compensation of a saga marked 'stuck'.  Returns false if the
+ * saga is not stuck.
+ */
+Datum
+saga_retry(PG_FUNCTION_ARGS)
+{
+	int64		saga_id = PG_GETARG_INT64(0);
+	Datum		arg = Int64GetDatum(saga_id);
+	Oid			caller = GetUserId();
+	Oid			save_userid;
+	int			save_sec_context;
+	bool		isnull;
+	bool		retried;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	saga_begin_as_owner(&save_userid, &save_sec_context);
+	saga_execute(&owner_plan, &arg, NULL, false, 0);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("saga %lld does not exist", (long long) saga_id)));
+	if (!has_privs_of_role(caller,
+						   DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+														  SPI_tuptable->tupdesc, 1, &isnull))))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to retry saga %lld", (long long) saga_id)));
+	saga_execute(&retry_plan, &arg, NULL, false, 0);
+	retried = SPI_processed > 0;
+	saga_end_as_owner(save_userid, save_sec_context);
+	SPI_finish();
+
+	if (retried)
+		saga_note_published();
+	PG_RETURN_BOOL(retried);
+}
+
+/* ------------------------------------------------------------------------
+ * The step runner
+ * ------------------------------------------------------------------------
+ */
+
+static SagaPlan claim_plan = {
+	"SELECT i.id, i.saga_type, i.definition_version, i.step, i.phase, i.data,"
+	"       i.attempts, i.reason, d.steps, d.owner::oid"
+	"  FROM saga.instance i"
+	"  JOIN saga.definition d"
+	"    ON d.name = i.saga_type AND d.version = i.definition_version"
+	" WHERE i.status = 'pending' AND i.phase IN ('forward', 'compensating')"
+	"   AND i.next_attempt_at <= now()"
+	" ORDER BY i.id"
+	" LIMIT $1"
+	"   FOR UPDATE OF i SKIP LOCKED",
+	1, {INT4OID}
+};
+
+static SagaPlan step_plan = {
+	"SELECT name, service, action::oid, compensation::oid, request,"
+	"       compensation_request"
+	"  FROM saga.definition_step"
+	" WHERE definition = $1 AND version = $2 AND step_no = $3",
+	3, {TEXTOID, INT4OID, INT4OID}
+};
+
+/* The saga moved on: new data, step and phase, maybe finished. */
+static SagaPlan advance_plan = {
+	"UPDATE saga.instance"
+	"   SET data = $2, step = $3, phase = $4, status = $5, reason = $6,"
+	"       attempts = 0, last_error = NULL, next_attempt_at = now(),"
+	"       finished_at = CASE WHEN $5 = 'pending' THEN NULL ELSE clock_timestamp() END,"
+	"       finish_seq = CASE WHEN $5 = 'pending' THEN NULL ELSE nextval('saga.trace_seq') END"
+	" WHERE id = $1",
+	6, {INT8OID, JSONBOID, INT4OID, TEXTOID, TEXTOID, TEXTOID}
+};
+
+/* A step raised: try again later, or give up on it. */
+static SagaPlan retry_later_plan = {
+	"UPDATE saga.instance"
+	"   SET attempts = attempts + $5, last_error = $2, phase = $3,"
+	"       next_attempt_at = clock_timestamp() + $4 * interval '1 millisecond'"
+	" WHERE id = $1",
+	5, {INT8OID, TEXTOID, TEXTOID, FLOAT8OID, INT4OID}
+};
+
+static SagaPlan step_run_plan = {
+	"INSERT INTO saga.step_run (saga_id, step_no, step, service, kind, outcome,"
+	"                           request, detail, request_seq, response_seq,"
+	"                           started_at, finished_at)"
+	" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, nextval('saga.trace_seq'),"
+	"         $10, clock_timestamp())",
+	10, {INT8OID, INT4OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
+	INT8OID, TIMESTAMPTZOID}
+};
+
+typedef struct ClaimedSaga
+{
+	int64		id;
+	char	   *saga_type;
+	int32		version;
+	int32		step;
+	bool		compensating;
+	Jsonb	   *data;
+	int32		attempts;
+	char	   *reason;
+	int32		nsteps;
+	Oid			owner;
+} ClaimedSaga;
+
+typedef struct StepDef
+{
+	char	   *name;
+	char	   *service;
+	Oid			action;
+	Oid			compensation;
+	char	   *request;
+	char	   *compensation_request;
+} StepDef;
+
+static bool
+load_step(ClaimedSaga *cs, int step_no, StepDef *def)
+{
+	Datum		values[3];
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+	Datum		d;
+
+	values[0] = CStringGetTextDatum(cs->saga_type);
+	values[1] = Int32GetDatum(cs->version);
+	values[2] = Int32GetDatum(step_no);
+	saga_execute(&step_plan, values, NULL, false, 0);
+	if (SPI_processed == 0)
+		return false;
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	def->name = TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull));
+	def->service = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
+	def->action = DatumGetObjectId(SPI_getbinval(tup, desc, 3, &isnull));
+	d = SPI_getbinval(tup, desc, 4, &isnull);
+	def->compensation = isnull ? InvalidOid : DatumGetObjectId(d);
+	def->request = TextDatumGetCString(SPI_getbinval(tup, desc, 5, &isnull));
+	d = SPI_getbinval(tup, desc, 6, &isnull);
+	def->compensation_request = isnull ?
+		psprintf("compensate %s", def->name) : TextDatumGetCString(d);
+	return true;
+}
+
+/*
+ * Replace each {key} in a label by the data's value for key, so that a
+ * trace shows "DELETE /payments/17" rather than a template.
+ */
+static char *
+render_label(const char *tmpl, Jsonb *data)
+{
+	StringInfoData buf;
+	const char *p = tmpl;
+
+	initStringInfo(&buf);
+	while (*p)
+	{
+		const char *close;
+
+		if (*p == '{' && (close = strchr(p + 1, '}')) != NULL)
+		{
+			JsonbValue	v;
+			JsonbValue *found;
+
+			found = getKeyJsonValueFromContainer(&data->root, p + 1,
+												 close - p - 1, &v);
+			if (found != NULL && found->type == jbvString)
+				appendBinaryStringInfo(&buf, found->val.string.val, found->val.string.len);
+			else if (found != NULL && found->type == jbvNumeric)
+				appendStringInfoString(&buf,
+									   DatumGetCString(DirectFunctionCall1(numeric_out,
+																		   NumericGetDatum(found->val.numeric))));
+			else
+				appendBinaryStringInfo(&buf, p, close - p + 1);
+			p = close + 1;
+			continue;
+		}
+		appendStringInfoChar(&buf, *p++);
+	}
+	return buf.data;
+}
+
+static void
+record_step_run(ClaimedSaga *cs, int step_no, StepDef *def, bool compensation,
+				const char *outcome, const char *request, const char *detail,
+				int64 request_seq, TimestampTz started_at)
+{
+	Datum		values[10];
+	char		nulls[10];
+
+	memset(nulls, ' ', sizeof(nulls));
+	values[0] = Int64GetDatum(cs->id);
+	values[1] = Int32GetDatum(step_no);
+	values[2] = CStringGetTextDatum(def->name);
+	values[3] = CStringGetTextDatum(def->service);
+	values[4] = CStringGetTextDatum(compensation ? "compensation" : "action");
+	values[5] = CStringGetTextDatum(outcome);
+	values[6] = CStringGetTextDatum(request);
+	if (detail)
+		values[7] = CStringGetTextDatum(detail);
+	else
+		nulls[7] = 'n';
+	values[8] = Int64GetDatum(request_seq);
+	values[9] = TimestampTzGetDatum(started_at);
+	saga_execute(&step_run_plan, values, nulls, false, 0);
+}
+
+static void
+advance(ClaimedSaga *cs, Jsonb *data, int step, const char *phase,
+		const char *status, const char *reason)
+{
+	Datum		values[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+
+	values[0] = Int64GetDatum(cs->id);
+	values[1] = JsonbPGetDatum(data);
+	values[2] = Int32GetDatum(step);
+	values[3] = CStringGetTextDatum(phase);
+	values[4] = CStringGetTextDatum(status);
+	if (reason)
+		values[5] = CStringGetTextDatum(reason);
+	else
+		nulls[5] = 'n';
+	saga_execute(&advance_plan, values, nulls, false, 0);
+	if (strcmp(status, "pending") != 0)
+		saga_note_finished(cs->id);
+}
+
+/*
+ * The saga's steps before step_no are done and must be undone, last first.
+ * Find the next one that has a compensation; if none is left, the saga
+ * has failed.
+ */
+static void
+start_compensating(ClaimedSaga *cs, Jsonb *data, int step_no, const char *reason)
+{
+	StepDef		def;
+	int			s;
+
+	for (s = step_no - 1; s >= 0; s--)
+		if (load_step(cs, s, &def) && OidIsValid(def.compensation))
+			break;
+	if (s >= 0)
+		advance(cs, data, s, "compensating", "pending", reason);
+	else
+		advance(cs, data, 0, "done", "failed", reason);
+}
+
+/* Merge a step's result into the data. */
+static Jsonb *
+merge_data(Jsonb *data, Datum result, bool isnull, Oid rettype)
+{
+	Jsonb	   *add;
+
+	if (isnull || rettype == VOIDOID)
+		return data;
+	add = DatumGetJsonbP(result);
+	if (!JB_ROOT_IS_OBJECT(add))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a saga step must return a JSON object (or NULL), not %s",
+						JsonbToCString(NULL, &add->root, VARSIZE(add)))));
+	return DatumGetJsonbP(DirectFunctionCall2(jsonb_concat,
+											  JsonbPGetDatum(data),
+											  JsonbPGetDatum(add)));
+}
+
+/*
+ * Take one claimed saga one step further.  Returns true if the step
+ * succeeded (or was rejected: a business outcome), false if it raised.
+ */
+static bool
+run_one_step(ClaimedSaga *cs, MemoryContext cxt)
+{
+	StepDef		def;
+	bool		compensation = cs->compensating;
+	int64		request_seq;
+	TimestampTz started_at;
+	char	   *request;
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	bool		ok = true;
+
+	if (!load_step(cs, cs->step, &def))
+		elog(ERROR, "step %d of saga \"%s\" version %d is missing",
+			 cs->step, cs->saga_type, cs->version);
+	request = render_label(compensation ? def.compensation_request : def.request,
+						   cs->data);
+	request_seq = nextval_internal(get_relname_relid("trace_seq",
+													 get_namespace_oid(SAGA_SCHEMA, false)),
+								   false);
+	started_at = GetCurrentTimestamp();
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		FmgrInfo	flinfo;
+		Datum		result;
+		bool		isnull;
+		Jsonb	   *data;
+
+		saga_lookup_function(compensation ? def.compensation : def.action,
+							 &flinfo, cxt);
+		result = saga_invoke_as(cs->owner, &flinfo, JsonbPGetDatum(cs->data), &isnull);
+		data = merge_data(cs->data, result, isnull, get_func_rettype(flinfo.fn_oid));
+
+		record_step_run(cs, cs->step, &def, compensation, "ok", request, NULL,
+						request_seq, started_at);
+		if (!compensation && cs->step + 1 < cs->nsteps)
+			advance(cs, data, cs->step + 1, "forward", "pending", NULL);
+		else if (!compensation)
+			advance(cs, data, cs->step + 1, "done", "completed", NULL);
+		else
+			start_compensating(cs, data, cs->step, cs->reason);
+
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+		bool		rejected;
+		bool		transient;
+		bool		exhausted;
+		char	   *msg;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+
+		rejected = !compensation && edata->sqlerrcode == ERRCODE_SAGA_REJECTED;
+		transient = saga_error_is_transient(edata->sqlerrcode);
+		exhausted = !transient && cs->attempts + 1 >= saga_max_attempts;
+		msg = psprintf("%s (SQLSTATE %s)",
+					   edata->message ? edata->message : "unknown error",
+					   unpack_sql_state(edata->sqlerrcode));
+
+		if (rejected || (!compensation && exhausted))
+		{
+			/* the step said no, or kept failing: undo what was done */
+			record_step_run(cs, cs->step, &def, false,
+							rejected ? "rejected" : "error", request,
+							edata->message, request_seq, started_at);
+			start_compensating(cs, cs->data, cs->step,
+							   edata->message ? edata->message : msg);
+		}
+		else
+		{
+			Datum		values[5];
+
+			values[0] = Int64GetDatum(cs->id);
+			values[1] = CStringGetTextDatum(msg);
+			/* a compensation is never skipped: a person must look at it */
+			values[2] = CStringGetTextDatum(!compensation ? "forward" :
+											exhausted ? "stuck" : "compensating");
+			values[3] = Float8GetDatum(saga_retry_delay_ms(cs->attempts + 1,
+														   edata->sqlerrcode));
+			values[4] = Int32GetDatum(transient ? 0 : 1);
+			saga_execute(&retry_later_plan, values, NULL, false, 0);
+			if (compensation && exhausted)
+				ereport(WARNING,
+						(errmsg("saga %lld is stuck: compensation \"%s\" failed %d times",
+								(long long) cs->id, def.name, cs->attempts + 1),
+						 errdetail("Last error: %s", msg),
+						 errhint("Fix the cause, then call saga_retry(%lld).",
+								 (long long) cs->id)));
+			ok = false;
+		}
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	return ok;
+}
+
+/*
+ * Claim up to limit orchestrated sagas due for a step and run one step of
+ * each.  The caller is in a transaction with an active snapshot.
+ */
+SagaBatchResult
+saga_run_steps(int limit)
+{
+	SagaBatchResult result = {0, 0, 0};
+	MemoryContext batch_cxt;
+	MemoryContext oldcxt;
+	ClaimedSaga *claimed;
+	Datum		arg = Int32GetDatum(limit);
+	int			i;
+
+	batch_cxt = AllocSetContextCreate(CurrentMemoryContext, "saga steps",
+									  ALLOCSET_DEFAULT_SIZES);
+	oldcxt = MemoryContextSwitchTo(batch_cxt);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+
+	saga_execute(&claim_plan, &arg, NULL, false, 0);
+	result.claimed = (int) SPI_processed;
+	claimed = palloc0(sizeof(ClaimedSaga) * Max(result.claimed, 1));
+	for (i = 0; i < result.claimed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		ClaimedSaga *cs = &claimed[i];
+		bool		isnull;
+		Datum		d;
+
+		cs->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		cs->saga_type = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
+		cs->version = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
+		cs->step = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
+		cs->compensating =
+			strcmp(TextDatumGetCString(SPI_getbinval(tup, desc, 5, &isnull)),
+				   "compensating") == 0;
+		cs->data = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 6, &isnull));
+		cs->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 7, &isnull));
+		d = SPI_getbinval(tup, desc, 8, &isnull);
+		cs->reason = isnull ? NULL : TextDatumGetCString(d);
+		cs->nsteps = DatumGetInt32(SPI_getbinval(tup, desc, 9, &isnull));
+		cs->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 10, &isnull));
+	}
+
+	for (i = 0; i < result.claimed; i++)
+	{
+		CHECK_FOR_INTERRUPTS();
+		if (run_one_step(&claimed[i], batch_cxt))
+			result.done++;
+		else
+			result.failed++;
+	}
+
+	SPI_finish();
+	MemoryContextSwitchTo(oldcxt);
+	MemoryContextDelete(batch_cxt);
+	return result;
+}
