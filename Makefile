@@ -10,6 +10,8 @@ OBJS = \
 	src/dispatch.o \
 	src/invoke.o \
 	src/orchestrate.o \
+	src/abort.o \
+	src/admin.o \
 	src/publish.o \
 	src/instance.o \
 	src/wakeup.o \
@@ -22,12 +24,13 @@ PG_CPPFLAGS = -I$(srcdir)/src
 
 # Suites driven by saga_run_pending(), in a cluster without the library
 # preloaded (so no worker competes with the test, and that mode is tested).
-REGRESS = choreography orchestration bad_input subscriptions
+REGRESS = choreography orchestration failures bad_input subscriptions
 REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=$(srcdir)/test/no_preload.conf
 
 # Suites that run through the background workers.
 REGRESS_WORKERS = workers
 REGRESS_WORKERS_OPTS = --dbname=saga_workers_regression --temp-instance=tmp_check_workers --temp-config=$(srcdir)/test/preload.conf
+
 
 TAP_TESTS = 1
 

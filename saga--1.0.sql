@@ -51,11 +51,16 @@ CREATE TABLE saga.instance (
     attempts    integer NOT NULL DEFAULT 0,
     next_attempt_at timestamptz NOT NULL DEFAULT now(),
     last_error  text,
+    -- ending early: by its deadline, or saga_cancel()
+    deadline    timestamptz,
+    aborted_at  timestamptz,
     CHECK ((status = 'pending') = (finished_at IS NULL)),
     CHECK ((pattern = 'orchestration') = (phase IS NOT NULL))
 );
 CREATE INDEX instance_runnable_idx ON saga.instance (id)
     WHERE status = 'pending' AND phase IN ('forward', 'compensating');
+CREATE INDEX instance_deadline_idx ON saga.instance (deadline)
+    WHERE status = 'pending' AND aborted_at IS NULL AND deadline IS NOT NULL;
 COMMENT ON TABLE saga.instance IS 'one row per saga: its type, pattern, outcome and, orchestrated, its progress';
 
 CREATE TABLE saga.definition (
@@ -107,6 +112,10 @@ CREATE TABLE saga.subscription (
     event_type  text NOT NULL,
     handler     regprocedure NOT NULL,
     owner       regrole NOT NULL,
+    -- event to publish when a delivery is dead-lettered
+    on_failure  text,
+    -- a forward step is cancelled when its saga is aborted; a compensation is not
+    forward     boolean NOT NULL DEFAULT true,
     created_at  timestamptz NOT NULL DEFAULT now(),
     UNIQUE (consumer, event_type)
 );
@@ -131,7 +140,7 @@ CREATE TABLE saga.delivery (
     event_id        bigint NOT NULL,
     subscription_id integer NOT NULL,
     status          text NOT NULL DEFAULT 'pending'
-                    CHECK (status IN ('pending', 'done', 'dead')),
+                    CHECK (status IN ('pending', 'done', 'dead', 'cancelled')),
     attempts        integer NOT NULL DEFAULT 0,
     next_attempt_at timestamptz NOT NULL DEFAULT now(),
     last_error      text,
@@ -141,6 +150,12 @@ CREATE TABLE saga.delivery (
 );
 CREATE INDEX delivery_pending_idx ON saga.delivery (id) WHERE status = 'pending';
 COMMENT ON TABLE saga.delivery IS 'one row per (event, subscriber): the consumer''s progress on that event';
+
+CREATE TABLE saga.paused_consumer (
+    consumer   text PRIMARY KEY,
+    paused_at  timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE saga.paused_consumer IS 'consumers (and orchestrated services) whose work waits';
 
 REVOKE ALL ON ALL TABLES IN SCHEMA saga FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA saga FROM PUBLIC;
@@ -159,12 +174,41 @@ LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION saga_publish(text, jsonb, bigint, text) IS
 'publish an event to the outbox; inside a handler, saga_id and publisher default to the event being handled';
 
-CREATE FUNCTION saga_subscribe(consumer text, event_type text, handler regprocedure)
+CREATE FUNCTION saga_subscribe(consumer text, event_type text, handler regprocedure,
+                               on_failure text DEFAULT NULL, forward boolean DEFAULT true)
 RETURNS integer
 AS 'MODULE_PATHNAME', 'saga_subscribe'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION saga_subscribe(text, text, regprocedure, text, boolean) IS
+'make consumer handle every later event of event_type with handler(saga.event), run as the calling role; on_failure: event published when a delivery is dead-lettered; forward = false for a compensation, which still runs after its saga is aborted';
+
+CREATE FUNCTION saga_pause_consumer(consumer text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'saga_pause_consumer'
 LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
-COMMENT ON FUNCTION saga_subscribe(text, text, regprocedure) IS
-'make consumer handle every future event of event_type with handler(saga.event), run as the calling role';
+COMMENT ON FUNCTION saga_pause_consumer(text) IS
+'hold a consumer''s deliveries (and an orchestrated service''s steps) until saga_resume_consumer(); false if already paused';
+
+CREATE FUNCTION saga_resume_consumer(consumer text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'saga_resume_consumer'
+LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+COMMENT ON FUNCTION saga_resume_consumer(text) IS
+'let a paused consumer''s work go on; false if it was not paused';
+
+CREATE FUNCTION saga_retry_delivery(delivery_id bigint)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'saga_retry_delivery'
+LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+COMMENT ON FUNCTION saga_retry_delivery(bigint) IS
+'try a dead-lettered delivery again, from its first attempt; false if it is not dead';
+
+CREATE FUNCTION saga_cancel(saga_id bigint, reason text DEFAULT 'cancelled')
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'saga_cancel'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION saga_cancel(bigint, text) IS
+'abort a pending saga: it fails once compensated; false if it had already ended or was aborted';
 
 CREATE FUNCTION saga_unsubscribe(consumer text, event_type text)
 RETURNS boolean
@@ -173,12 +217,12 @@ LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
 COMMENT ON FUNCTION saga_unsubscribe(text, text) IS
 'remove a subscription and its pending deliveries';
 
-CREATE FUNCTION saga_begin(saga_type text)
+CREATE FUNCTION saga_begin(saga_type text, deadline interval DEFAULT NULL)
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'saga_begin'
-LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
-COMMENT ON FUNCTION saga_begin(text) IS
-'start a choreographed saga instance owned by the calling role; returns its id';
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION saga_begin(text, interval) IS
+'start a choreographed saga instance owned by the calling role; returns its id; deadline defaults to saga.deadline';
 
 CREATE FUNCTION saga_complete(saga_id bigint)
 RETURNS void
@@ -258,12 +302,12 @@ LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION saga_define(text, saga.step[]) IS
 'define (a new version of) an orchestrated saga; returns the version number';
 
-CREATE FUNCTION saga_start(name text, data jsonb DEFAULT '{}')
+CREATE FUNCTION saga_start(name text, data jsonb DEFAULT '{}', deadline interval DEFAULT NULL)
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'saga_start'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
-COMMENT ON FUNCTION saga_start(text, jsonb) IS
-'start an instance of the latest version of an orchestrated saga; returns its id';
+COMMENT ON FUNCTION saga_start(text, jsonb, interval) IS
+'start an instance of the latest version of an orchestrated saga; returns its id; deadline defaults to saga.deadline';
 
 CREATE FUNCTION saga_retry(saga_id bigint)
 RETURNS boolean
@@ -286,26 +330,89 @@ COMMENT ON FUNCTION saga_reject(text) IS
 'called by a step to say no (a business failure, SQLSTATE SG400): the saga compensates at once';
 
 REVOKE ALL ON FUNCTION saga_define(text, saga.step[]) FROM PUBLIC;
-REVOKE ALL ON FUNCTION saga_start(text, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION saga_start(text, jsonb, interval) FROM PUBLIC;
 REVOKE ALL ON FUNCTION saga_retry(bigint) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION saga_publish(text, jsonb, bigint, text) FROM PUBLIC;
-REVOKE ALL ON FUNCTION saga_subscribe(text, text, regprocedure) FROM PUBLIC;
+REVOKE ALL ON FUNCTION saga_subscribe(text, text, regprocedure, text, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION saga_pause_consumer(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION saga_resume_consumer(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION saga_retry_delivery(bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION saga_cancel(bigint, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION saga_unsubscribe(text, text) FROM PUBLIC;
-REVOKE ALL ON FUNCTION saga_begin(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION saga_begin(text, interval) FROM PUBLIC;
 REVOKE ALL ON FUNCTION saga_complete(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION saga_fail(bigint, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION saga_run_pending() FROM PUBLIC;
 REVOKE ALL ON FUNCTION saga_wake_launcher() FROM PUBLIC;
 
 CREATE VIEW saga_subscriptions AS
-    SELECT s.id, s.consumer, s.event_type, s.handler, s.owner, s.created_at
-      FROM saga.subscription s;
-COMMENT ON VIEW saga_subscriptions IS 'every subscription: consumer, event type, handler and the role it runs as';
+    SELECT s.id, s.consumer, s.event_type, s.handler, s.owner, s.on_failure, s.forward,
+           p.consumer IS NOT NULL AS paused, s.created_at
+      FROM saga.subscription s
+      LEFT JOIN saga.paused_consumer p ON p.consumer = s.consumer;
+COMMENT ON VIEW saga_subscriptions IS 'every subscription: consumer, event type, handler, the role it runs as, whether paused';
+
+CREATE INDEX delivery_dead_idx ON saga.delivery (id) WHERE status = 'dead';
+
+CREATE VIEW saga_dead_letters AS
+    SELECT d.id AS delivery_id, e.saga_id, s.consumer, e.event_type, d.attempts,
+           d.last_error, e.id AS event_id, e.payload, e.published_at
+      FROM saga.delivery d
+      JOIN saga.event e ON e.id = d.event_id
+      LEFT JOIN saga.subscription s ON s.id = d.subscription_id
+     WHERE d.status = 'dead';
+COMMENT ON VIEW saga_dead_letters IS
+'deliveries that failed saga.max_attempts times, with their last error; retry one with saga_retry_delivery()';
+
+CREATE VIEW saga_stuck AS
+    SELECT 'compensation failing'::text AS problem, i.id AS saga_id, NULL::bigint AS delivery_id,
+           i.saga_type || ' step ' || i.step AS work, i.attempts, i.last_error,
+           'saga_retry(' || i.id || ')' AS remedy
+      FROM saga.instance i
+     WHERE i.status = 'pending' AND i.phase = 'stuck'
+    UNION ALL
+    SELECT 'step retrying', i.id, NULL, i.saga_type || ' step ' || i.step, i.attempts, i.last_error,
+           'wait (next attempt at ' || i.next_attempt_at || '), or saga_cancel(' || i.id || ')'
+      FROM saga.instance i
+     WHERE i.status = 'pending' AND i.phase IN ('forward', 'compensating') AND i.attempts > 0
+    UNION ALL
+    SELECT CASE WHEN p.consumer IS NOT NULL THEN 'consumer paused' ELSE 'delivery retrying' END,
+           e.saga_id, d.id, s.consumer || ' <- ' || e.event_type, d.attempts, d.last_error,
+           CASE WHEN p.consumer IS NOT NULL THEN 'saga_resume_consumer(' || quote_literal(s.consumer) || ')'
+                ELSE 'wait (next attempt at ' || d.next_attempt_at || ')' END
+      FROM saga.delivery d
+      JOIN saga.event e ON e.id = d.event_id
+      JOIN saga.subscription s ON s.id = d.subscription_id
+      LEFT JOIN saga.paused_consumer p ON p.consumer = s.consumer
+     WHERE d.status = 'pending' AND (d.attempts > 0 OR p.consumer IS NOT NULL)
+    UNION ALL
+    SELECT 'service paused', i.id, NULL, i.saga_type || ' step ' || i.step || ' (' || ds.service || ')',
+           i.attempts, i.last_error, 'saga_resume_consumer(' || quote_literal(ds.service) || ')'
+      FROM saga.instance i
+      JOIN saga.definition_step ds
+        ON ds.definition = i.saga_type AND ds.version = i.definition_version AND ds.step_no = i.step
+      JOIN saga.paused_consumer p ON p.consumer = ds.service
+     WHERE i.status = 'pending' AND i.phase IN ('forward', 'compensating')
+    UNION ALL
+    SELECT 'past its deadline', i.id, NULL, i.saga_type, i.attempts, i.last_error,
+           CASE WHEN i.aborted_at IS NULL THEN 'wait for a worker'
+                ELSE 'wait for its compensation' END
+      FROM saga.instance i
+     WHERE i.status = 'pending' AND i.deadline < now()
+    UNION ALL
+    SELECT 'dead letter', e.saga_id, d.id, s.consumer || ' <- ' || e.event_type, d.attempts, d.last_error,
+           'saga_retry_delivery(' || d.id || ')'
+      FROM saga.delivery d
+      JOIN saga.event e ON e.id = d.event_id
+      LEFT JOIN saga.subscription s ON s.id = d.subscription_id
+     WHERE d.status = 'dead';
+COMMENT ON VIEW saga_stuck IS
+'work that is not moving on by itself, why, and what to do about it';
 
 CREATE VIEW saga_instances AS
     SELECT i.id, i.saga_type, i.pattern, i.status, i.phase, i.step,
-           i.reason, i.attempts, i.last_error, i.data,
+           i.reason, i.attempts, i.last_error, i.data, i.deadline, i.aborted_at,
            i.started_at, i.finished_at, i.finished_at - i.started_at AS duration
       FROM saga.instance i;
 COMMENT ON VIEW saga_instances IS
@@ -385,7 +492,9 @@ CREATE TABLE saga.orders (
     quantity  integer NOT NULL CHECK (quantity > 0),
     amount    numeric NOT NULL CHECK (amount > 0 AND amount < 'Infinity'),
     placed_by regrole NOT NULL,
-    placed_at timestamptz NOT NULL DEFAULT clock_timestamp()
+    placed_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    mode      text NOT NULL,
+    idempotency_key text UNIQUE
 );
 COMMENT ON TABLE saga.orders IS 'order service: orders; the order id is its saga''s id';
 
@@ -542,7 +651,9 @@ REVOKE ALL ON FUNCTION saga_set_stock(text, integer) FROM PUBLIC;
 /* The order service: starts the saga and answers the customer. */
 
 CREATE FUNCTION saga_place_order(customer text, product text, quantity integer,
-                                 amount numeric, mode text DEFAULT 'choreography')
+                                 amount numeric, mode text DEFAULT 'choreography',
+                                 idempotency_key text DEFAULT NULL,
+                                 deadline interval DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -550,6 +661,7 @@ AS $$
 DECLARE
     order_id bigint;
     request  jsonb;
+    existing saga.orders;
 BEGIN
     PERFORM saga.check_name(customer, 'customer');
     PERFORM saga.check_name(product, 'product');
@@ -560,27 +672,53 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'The mode is ''choreography'' or ''orchestration''.';
     END IF;
+    IF deadline IS NOT NULL AND deadline <= interval '0' THEN
+        RAISE EXCEPTION 'deadline must be a positive interval, not %', deadline
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    -- The same key placed twice gives the same order, once: concurrent
+    -- calls with one key queue on a lock, then find the first one's order.
+    IF idempotency_key IS NOT NULL THEN
+        PERFORM saga.check_name(idempotency_key, 'idempotency_key');
+        PERFORM pg_advisory_xact_lock(hashtext('saga.idempotency_key'),
+                                      hashtext(idempotency_key));
+        SELECT * INTO existing FROM saga.orders o
+         WHERE o.idempotency_key = saga_place_order.idempotency_key;
+        IF FOUND THEN
+            IF (existing.customer, existing.product, existing.quantity, existing.amount, existing.mode)
+               IS DISTINCT FROM (customer, product, quantity, amount, mode) THEN
+                RAISE EXCEPTION 'idempotency key % was used for another order', quote_literal(idempotency_key)
+                    USING ERRCODE = 'invalid_parameter_value',
+                          DETAIL = format('Order %s: %s x %s for %s by %s (%s).', existing.id,
+                                          existing.quantity, existing.product, existing.amount,
+                                          existing.customer, existing.mode);
+            END IF;
+            RETURN existing.id;
+        END IF;
+    END IF;
 
     request := jsonb_build_object('customer', saga_place_order.customer,
                                   'product', saga_place_order.product,
                                   'quantity', saga_place_order.quantity,
                                   'amount', saga_place_order.amount);
     IF mode = 'orchestration' THEN
-        order_id := @extschema@.saga_start('order', request);
+        order_id := @extschema@.saga_start('order', request, deadline);
     ELSE
-        order_id := @extschema@.saga_begin('order');
+        order_id := @extschema@.saga_begin('order', deadline);
         PERFORM @extschema@.saga_publish('OrderCreated',
                                          request || jsonb_build_object('order_id', order_id),
                                          order_id, 'order');
     END IF;
-    INSERT INTO saga.orders (id, customer, product, quantity, amount, placed_by)
+    INSERT INTO saga.orders (id, customer, product, quantity, amount, placed_by, mode, idempotency_key)
     VALUES (order_id, saga_place_order.customer, saga_place_order.product,
-            saga_place_order.quantity, saga_place_order.amount, session_user::regrole);
+            saga_place_order.quantity, saga_place_order.amount, session_user::regrole,
+            saga_place_order.mode, saga_place_order.idempotency_key);
     RETURN order_id;
 END
 $$;
-COMMENT ON FUNCTION saga_place_order(text, text, integer, numeric, text) IS
-'place an order, choreographed or orchestrated; returns its id at once while the saga runs in the background';
+COMMENT ON FUNCTION saga_place_order(text, text, integer, numeric, text, text, interval) IS
+'place an order, choreographed or orchestrated; returns its id at once while the saga runs in the background; the same idempotency key gives the same order';
 
 CREATE FUNCTION saga_order_status(order_id bigint)
 RETURNS text
@@ -643,7 +781,9 @@ BEGIN
 END
 $$;
 
--- payment service's compensation: refund an order's charge; returns the amount
+-- payment service's compensation: refund an order's charge; returns the
+-- amount, or NULL if there is no charge to refund (never charged, or
+-- refunded already: a refund happens at most once)
 CREATE FUNCTION saga.refund_payment(order_id bigint)
 RETURNS numeric
 LANGUAGE plpgsql
@@ -656,11 +796,30 @@ BEGIN
      WHERE x.order_id = refund_payment.order_id AND x.status = 'charged'
     RETURNING * INTO pay;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'no charged payment for order %', order_id
-            USING ERRCODE = 'no_data_found';
+        RETURN NULL;
     END IF;
     UPDATE saga.account a SET balance = a.balance + pay.amount WHERE a.customer = pay.customer;
     RETURN pay.amount;
+END
+$$;
+
+-- inventory service's compensation: give back an order's reserved stock;
+-- returns the quantity, or NULL if nothing is reserved
+CREATE FUNCTION saga.release_stock(order_id bigint)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r saga.reservation;
+BEGIN
+    DELETE FROM saga.reservation x WHERE x.order_id = release_stock.order_id
+    RETURNING * INTO r;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    UPDATE saga.product p SET stock = p.stock + r.quantity WHERE p.product = r.product;
+    RETURN r.quantity;
 END
 $$;
 
@@ -752,8 +911,51 @@ DECLARE
     refunded numeric;
 BEGIN
     refunded := saga.refund_payment((e.payload->>'order_id')::bigint);
+    IF refunded IS NULL THEN
+        RAISE EXCEPTION 'no charged payment for order %', e.payload->>'order_id'
+            USING ERRCODE = 'no_data_found';
+    END IF;
     PERFORM @extschema@.saga_publish('PaymentRefunded',
                                      e.payload || jsonb_build_object('refund_amount', refunded));
+END
+$$;
+
+-- When an order saga is aborted (its deadline passed, or saga_cancel), each
+-- service undoes what it did; the forward deliveries still waiting are
+-- cancelled by the engine.  The payment service answers for the order:
+-- PaymentRefunded if it had charged, PaymentFailed if it had not.
+CREATE FUNCTION saga.payment_on_saga_aborted(e saga.event)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    order_id bigint := e.saga_id;
+    refunded numeric;
+BEGIN
+    IF e.payload->>'saga_type' <> 'order' THEN
+        RETURN;
+    END IF;
+    refunded := saga.refund_payment(order_id);
+    IF refunded IS NOT NULL THEN
+        PERFORM @extschema@.saga_publish('PaymentRefunded',
+            e.payload || jsonb_build_object('order_id', order_id, 'refund_amount', refunded));
+    ELSIF NOT EXISTS (SELECT FROM saga.payment p WHERE p.order_id = payment_on_saga_aborted.order_id) THEN
+        PERFORM @extschema@.saga_publish('PaymentFailed',
+            e.payload || jsonb_build_object('order_id', order_id));
+    END IF;
+END
+$$;
+
+CREATE FUNCTION saga.inventory_on_saga_aborted(e saga.event)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF e.payload->>'saga_type' = 'order' THEN
+        PERFORM saga.release_stock(e.saga_id);
+    END IF;
 END
 $$;
 
@@ -775,7 +977,9 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     -- Nothing was charged: nothing to compensate.
-    PERFORM @extschema@.saga_fail(e.saga_id, e.payload->>'reason');
+    IF @extschema@.saga_status(e.saga_id) = 'pending' THEN
+        PERFORM @extschema@.saga_fail(e.saga_id, e.payload->>'reason');
+    END IF;
 END
 $$;
 
@@ -798,7 +1002,9 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM @extschema@.saga_fail(e.saga_id, e.payload->>'reason');
+    IF @extschema@.saga_status(e.saga_id) = 'pending' THEN
+        PERFORM @extschema@.saga_fail(e.saga_id, e.payload->>'reason');
+    END IF;
 END
 $$;
 
@@ -825,6 +1031,7 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    -- NULL if there is nothing (left) to refund: a refund happens once
     RETURN jsonb_build_object('refund_amount',
         saga.refund_payment((data->>'saga_id')::bigint));
 END
@@ -846,13 +1053,23 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA saga FROM PUBLIC;
 
 -- Wire the services together through the public API.  Order matters for
 -- InventoryReservationFailed: the order service hears it first.
-SELECT saga_subscribe('payment',   'OrderCreated',               'saga.payment_on_order_created(saga.event)');
-SELECT saga_subscribe('inventory', 'PaymentProcessed',           'saga.inventory_on_payment_processed(saga.event)');
+-- A payment or reservation that keeps failing for a technical reason is
+-- turned into the business failure the other services already handle.
+SELECT saga_subscribe('payment',   'OrderCreated',               'saga.payment_on_order_created(saga.event)',
+                      on_failure => 'PaymentFailed');
+SELECT saga_subscribe('inventory', 'PaymentProcessed',           'saga.inventory_on_payment_processed(saga.event)',
+                      on_failure => 'InventoryReservationFailed');
 SELECT saga_subscribe('order',     'PaymentFailed',              'saga.order_on_payment_failed(saga.event)');
 SELECT saga_subscribe('order',     'InventoryReserved',          'saga.order_on_inventory_reserved(saga.event)');
 SELECT saga_subscribe('order',     'InventoryReservationFailed', 'saga.order_on_inventory_reservation_failed(saga.event)');
-SELECT saga_subscribe('payment',   'InventoryReservationFailed', 'saga.payment_on_inventory_reservation_failed(saga.event)');
-SELECT saga_subscribe('order',     'PaymentRefunded',            'saga.order_on_payment_refunded(saga.event)');
+SELECT saga_subscribe('payment',   'InventoryReservationFailed', 'saga.payment_on_inventory_reservation_failed(saga.event)',
+                      forward => false);
+SELECT saga_subscribe('order',     'PaymentRefunded',            'saga.order_on_payment_refunded(saga.event)',
+                      forward => false);
+SELECT saga_subscribe('payment',   'SagaAborted',                'saga.payment_on_saga_aborted(saga.event)',
+                      forward => false);
+SELECT saga_subscribe('inventory', 'SagaAborted',                'saga.inventory_on_saga_aborted(saga.event)',
+                      forward => false);
 
 SELECT saga_define('order',
     saga_step('payment', 'saga.payment_step_charge(jsonb)', 'saga.payment_step_refund(jsonb)',

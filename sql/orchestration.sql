@@ -252,7 +252,7 @@ CREATE ROLE planner;
 CREATE TABLE planner_notes (note text);
 CREATE TABLE ledger (entry text);
 GRANT INSERT ON planner_notes TO planner;
-GRANT EXECUTE ON FUNCTION saga_define(text, saga.step[]), saga_start(text, jsonb) TO planner;
+GRANT EXECUTE ON FUNCTION saga_define(text, saga.step[]), saga_start(text, jsonb, interval) TO planner;
 CREATE SCHEMA planner AUTHORIZATION planner;
 SET ROLE planner;
 CREATE FUNCTION planner.note(data jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$

@@ -94,7 +94,7 @@ SELECT reason, attempts FROM saga_instances WHERE id = :undoable;
 SELECT * FROM undo_log;
 
 -- saga_await times out with 'pending' when nothing runs the saga.
-SELECT saga_subscribe('nobody', 'NeverHandled', 'saga.order_on_payment_failed(saga.event)');
+SELECT saga_subscribe('nobody', 'NeverHandled', 'saga.order_on_payment_failed(saga.event)') IS NOT NULL AS subscribed;
 SELECT saga_begin('limbo') AS limbo \gset
 SELECT saga_await(:limbo, '200 milliseconds');
 SELECT saga_unsubscribe('nobody', 'NeverHandled');

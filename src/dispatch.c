@@ -26,6 +26,7 @@
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
@@ -46,15 +47,19 @@ typedef struct ClaimedDelivery
 	int64		saga_id;
 	bool		has_saga_id;
 	Datum		event;			/* the saga.event row */
+	char	   *on_failure;		/* event to publish if dead-lettered */
+	Jsonb	   *payload;
 } ClaimedDelivery;
 
 static SagaPlan claim_plan = {
 	"SELECT d.id, d.attempts, s.handler::oid, s.owner::oid, s.consumer,"
-	"       e.id, e.saga_id, e"
+	"       e.id, e.saga_id, e, s.on_failure, e.payload"
 	"  FROM saga.delivery d"
 	"  JOIN saga.subscription s ON s.id = d.subscription_id"
 	"  JOIN saga.event e ON e.id = d.event_id"
 	" WHERE d.status = 'pending' AND d.next_attempt_at <= now()"
+	"   AND NOT EXISTS (SELECT FROM saga.paused_consumer p"
+	"                    WHERE p.consumer = s.consumer)"
 	" ORDER BY d.id"
 	" LIMIT $1"
 	"   FOR UPDATE OF d SKIP LOCKED",
@@ -129,6 +134,38 @@ record_failure(ClaimedDelivery *cd, ErrorData *edata)
 
 	status = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0],
 											   SPI_tuptable->tupdesc, 1, &isnull));
+	if (strcmp(status, "dead") == 0 && cd->on_failure != NULL)
+	{
+		/*
+		 * The subscription turns its dead letters into a failure event that
+		 * the saga's other participants handle, so that the saga compensates
+		 * instead of waiting forever.
+		 */
+		JsonbParseState *state = NULL;
+		JsonbValue *res;
+		JsonbValue	k,
+					v;
+		Jsonb	   *extra;
+
+		(void) pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+		k.type = jbvString;
+		k.val.string.val = "reason";
+		k.val.string.len = strlen("reason");
+		(void) pushJsonbValue(&state, WJB_KEY, &k);
+		v.type = jbvString;
+		v.val.string.val = edata->message ? edata->message : "unknown error";
+		v.val.string.len = strlen(v.val.string.val);
+		(void) pushJsonbValue(&state, WJB_VALUE, &v);
+		res = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
+		extra = JsonbValueToJsonb(res);
+
+		saga_publish_event(cd->on_failure,
+						   DatumGetJsonbP(DirectFunctionCall2(jsonb_concat,
+															  JsonbPGetDatum(cd->payload),
+															  JsonbPGetDatum(extra))),
+						   cd->has_saga_id, cd->saga_id, cd->consumer,
+						   true, cd->event_id);
+	}
 	if (strcmp(status, "dead") == 0)
 		ereport(WARNING,
 				(errmsg("saga: delivery %lld of event %lld to consumer \"%s\" dead-lettered after %d attempts",
@@ -204,6 +241,9 @@ saga_dispatch_batch(int limit)
 		cd->has_saga_id = !isnull;
 		d = SPI_getbinval(tup, desc, 8, &isnull);
 		cd->event = PointerGetDatum(PG_DETOAST_DATUM_COPY(d));
+		d = SPI_getbinval(tup, desc, 9, &isnull);
+		cd->on_failure = isnull ? NULL : TextDatumGetCString(d);
+		cd->payload = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 10, &isnull));
 	}
 
 	for (i = 0; i < result.claimed; i++)
@@ -306,12 +346,14 @@ saga_run_pending(PG_FUNCTION_ARGS)
 	{
 		SagaBatchResult r;
 		SagaBatchResult s;
+		int			aborted;
 
 		CHECK_FOR_INTERRUPTS();
 		r = saga_dispatch_batch(saga_batch_size);
 		s = saga_run_steps(saga_batch_size);
+		aborted = saga_abort_expired(saga_batch_size);
 		total += r.done + s.done;
-		if (r.claimed == 0 && s.claimed == 0)
+		if (r.claimed == 0 && s.claimed == 0 && aborted == 0)
 			break;
 	}
 	PG_RETURN_INT64(total);

@@ -39,11 +39,39 @@ PG_FUNCTION_INFO_V1(saga_status);
 PG_FUNCTION_INFO_V1(saga_await);
 
 static SagaPlan begin_plan = {
-	"INSERT INTO saga.instance (saga_type, pattern, owner)"
-	" VALUES ($1, 'choreography', $2::oid::regrole)"
+	"INSERT INTO saga.instance (saga_type, pattern, owner, deadline)"
+	" VALUES ($1, 'choreography', $2::oid::regrole,"
+	"         clock_timestamp() + $3 * interval '1 millisecond')"
 	" RETURNING id",
-	2, {TEXTOID, OIDOID}
+	3, {TEXTOID, OIDOID, FLOAT8OID}
 };
+
+/*
+ * A saga's deadline, in milliseconds from now, from its deadline argument
+ * or saga.deadline; *none if it has none.
+ */
+double
+saga_deadline_ms(FunctionCallInfo fcinfo, int argno, bool *none)
+{
+	Interval   *iv;
+	double		ms;
+
+	if (PG_ARGISNULL(argno))
+	{
+		*none = saga_deadline == 0;
+		return (double) saga_deadline;
+	}
+	iv = PG_GETARG_INTERVAL_P(argno);
+	ms = (double) iv->time / 1000.0 +
+		(double) iv->day * (double) (SECS_PER_DAY * 1000) +
+		(double) iv->month * DAYS_PER_MONTH * (double) (SECS_PER_DAY * 1000);
+	if (ms <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("deadline must be a positive interval")));
+	*none = false;
+	return ms;
+}
 
 static SagaPlan lock_plan = {
 	"SELECT owner::oid, status FROM saga.instance WHERE id = $1 FOR UPDATE",
@@ -70,7 +98,9 @@ Datum
 saga_begin(PG_FUNCTION_ARGS)
 {
 	char	   *saga_type = saga_check_name(fcinfo, 0, "saga_type");
-	Datum		values[2];
+	Datum		values[3];
+	char		nulls[3] = {' ', ' ', ' '};
+	bool		no_deadline;
 	Oid			save_userid;
 	int			save_sec_context;
 	bool		isnull;
@@ -78,11 +108,14 @@ saga_begin(PG_FUNCTION_ARGS)
 
 	values[0] = CStringGetTextDatum(saga_type);
 	values[1] = ObjectIdGetDatum(GetUserId());
+	values[2] = Float8GetDatum(saga_deadline_ms(fcinfo, 1, &no_deadline));
+	if (no_deadline)
+		nulls[2] = 'n';
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	saga_begin_as_owner(&save_userid, &save_sec_context);
-	saga_execute(&begin_plan, values, NULL, false, 0);
+	saga_execute(&begin_plan, values, nulls, false, 0);
 	saga_end_as_owner(save_userid, save_sec_context);
 	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 									 SPI_tuptable->tupdesc, 1, &isnull));

@@ -261,12 +261,13 @@ static SagaPlan start_plan = {
 	"            WHERE name = $1 ORDER BY version DESC LIMIT 1),"
 	"     n AS (SELECT nextval('saga.instance_id_seq') AS id)"
 	" INSERT INTO saga.instance (id, saga_type, pattern, owner,"
-	"                            definition_version, data, step, phase)"
+	"                            definition_version, data, step, phase, deadline)"
 	" SELECT n.id, $1, 'orchestration', $3::oid::regrole, d.version,"
-	"        $2 || jsonb_build_object('saga_id', n.id), 0, 'forward'"
+	"        $2 || jsonb_build_object('saga_id', n.id), 0, 'forward',"
+	"        clock_timestamp() + $4 * interval '1 millisecond'"
 	"   FROM d, n"
 	" RETURNING id, (SELECT owner::oid FROM d)",
-	3, {TEXTOID, JSONBOID, OIDOID}
+	4, {TEXTOID, JSONBOID, OIDOID, FLOAT8OID}
 };
 
 /*
@@ -283,7 +284,9 @@ saga_start(PG_FUNCTION_ARGS)
 {
 	char	   *name = saga_check_name(fcinfo, 0, "saga name");
 	Jsonb	   *data;
-	Datum		values[3];
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	bool		no_deadline;
 	Oid			caller = GetUserId();
 	Oid			save_userid;
 	int			save_sec_context;
@@ -305,11 +308,14 @@ saga_start(PG_FUNCTION_ARGS)
 	values[0] = CStringGetTextDatum(name);
 	values[1] = JsonbPGetDatum(data);
 	values[2] = ObjectIdGetDatum(caller);
+	values[3] = Float8GetDatum(saga_deadline_ms(fcinfo, 2, &no_deadline));
+	if (no_deadline)
+		nulls[3] = 'n';
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	saga_begin_as_owner(&save_userid, &save_sec_context);
-	saga_execute(&start_plan, values, NULL, false, 0);
+	saga_execute(&start_plan, values, nulls, false, 0);
 	saga_end_as_owner(save_userid, save_sec_context);
 	if (SPI_processed == 0)
 		ereport(ERROR,
@@ -399,8 +405,13 @@ static SagaPlan claim_plan = {
 	"  FROM saga.instance i"
 	"  JOIN saga.definition d"
 	"    ON d.name = i.saga_type AND d.version = i.definition_version"
+	"  JOIN saga.definition_step ds"
+	"    ON ds.definition = i.saga_type AND ds.version = i.definition_version"
+	"   AND ds.step_no = i.step"
 	" WHERE i.status = 'pending' AND i.phase IN ('forward', 'compensating')"
 	"   AND i.next_attempt_at <= now()"
+	"   AND NOT EXISTS (SELECT FROM saga.paused_consumer p"
+	"                    WHERE p.consumer = ds.service)"
 	" ORDER BY i.id"
 	" LIMIT $1"
 	"   FOR UPDATE OF i SKIP LOCKED",
@@ -731,6 +742,50 @@ run_one_step(ClaimedSaga *cs, MemoryContext cxt)
 	}
 	PG_END_TRY();
 	return ok;
+}
+
+static SagaPlan abort_look_plan = {
+	"SELECT i.saga_type, i.definition_version, i.step, i.phase, i.data,"
+	"       d.steps, d.owner::oid"
+	"  FROM saga.instance i"
+	"  JOIN saga.definition d"
+	"    ON d.name = i.saga_type AND d.version = i.definition_version"
+	" WHERE i.id = $1",
+	1, {INT8OID}
+};
+
+/*
+ * Abort an orchestrated saga (abort.c): if it is still going forward,
+ * compensate the steps done so far; if it is compensating already, let
+ * that go on.  The caller holds the instance's lock, is connected to SPI
+ * and acts as the tables' owner.
+ */
+void
+saga_abort_orchestrated(int64 saga_id, const char *reason)
+{
+	Datum		arg = Int64GetDatum(saga_id);
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+	ClaimedSaga cs;
+
+	saga_execute(&abort_look_plan, &arg, NULL, false, 0);
+	if (SPI_processed == 0)
+		return;
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	if (strcmp(TextDatumGetCString(SPI_getbinval(tup, desc, 4, &isnull)), "forward") != 0)
+		return;
+
+	memset(&cs, 0, sizeof(cs));
+	cs.id = saga_id;
+	cs.saga_type = TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull));
+	cs.version = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
+	cs.step = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
+	cs.data = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 5, &isnull));
+	cs.nsteps = DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull));
+	cs.owner = DatumGetObjectId(SPI_getbinval(tup, desc, 7, &isnull));
+	start_compensating(&cs, cs.data, cs.step, reason);
 }
 
 /*

@@ -59,10 +59,11 @@ static SagaPlan find_subscription_plan = {
 };
 
 static SagaPlan subscribe_plan = {
-	"INSERT INTO saga.subscription (consumer, event_type, handler, owner)"
-	" VALUES ($1, $2, $3::oid::regprocedure, $4::oid::regrole)"
+	"INSERT INTO saga.subscription (consumer, event_type, handler, owner,"
+	"                               on_failure, forward)"
+	" VALUES ($1, $2, $3::oid::regprocedure, $4::oid::regrole, $5, $6)"
 	" RETURNING id",
-	4, {TEXTOID, TEXTOID, OIDOID, OIDOID}
+	6, {TEXTOID, TEXTOID, OIDOID, OIDOID, TEXTOID, BOOLOID}
 };
 
 static SagaPlan unsubscribe_plan = {
@@ -99,6 +100,43 @@ saga_check_name(FunctionCallInfo fcinfo, int argno, const char *what)
 }
 
 /*
+ * Publish an event (and its deliveries) as the tables' owner; saga_id and
+ * caused_by are optional (has_...).  Returns the event's id.
+ */
+int64
+saga_publish_event(const char *event_type, Jsonb *payload,
+				   bool has_saga_id, int64 saga_id, const char *publisher,
+				   bool has_cause, int64 caused_by)
+{
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	Oid			save_userid;
+	int			save_sec_context;
+	int64		event_id;
+	bool		isnull;
+
+	values[0] = CStringGetTextDatum(event_type);
+	values[1] = Int64GetDatum(saga_id);
+	nulls[1] = has_saga_id ? ' ' : 'n';
+	values[2] = JsonbPGetDatum(payload);
+	values[3] = CStringGetTextDatum(publisher);
+	values[4] = Int64GetDatum(caused_by);
+	nulls[4] = has_cause ? ' ' : 'n';
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	saga_begin_as_owner(&save_userid, &save_sec_context);
+	saga_execute(&publish_plan, values, nulls, false, 0);
+	saga_end_as_owner(save_userid, save_sec_context);
+	event_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+										   SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_finish();
+
+	saga_note_published();
+	return event_id;
+}
+
+/*
  * saga_publish(event_type text, payload jsonb, saga_id bigint, publisher text)
  */
 Datum
@@ -106,12 +144,10 @@ saga_publish(PG_FUNCTION_ARGS)
 {
 	char	   *event_type = saga_check_name(fcinfo, 0, "event_type");
 	Jsonb	   *payload;
-	Datum		values[5];
-	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
-	Oid			save_userid;
-	int			save_sec_context;
-	int64		event_id;
-	bool		isnull;
+	bool		has_saga_id = true;
+	int64		saga_id = 0;
+	const char *publisher;
+	SagaCurrentDelivery *cur = saga_current_delivery;
 
 	if (PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -124,41 +160,25 @@ saga_publish(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("payload must be a JSON object")));
 
-	values[0] = CStringGetTextDatum(event_type);
-	values[2] = JsonbPGetDatum(payload);
-
 	/* saga id: given, else the one of the event being handled, else none */
 	if (!PG_ARGISNULL(2))
-		values[1] = PG_GETARG_DATUM(2);
-	else if (saga_current_delivery != NULL && saga_current_delivery->has_saga_id)
-		values[1] = Int64GetDatum(saga_current_delivery->saga_id);
+		saga_id = PG_GETARG_INT64(2);
+	else if (cur != NULL && cur->has_saga_id)
+		saga_id = cur->saga_id;
 	else
-		nulls[1] = 'n';
+		has_saga_id = false;
 
 	/* publisher: given, else the handler's consumer, else the current role */
 	if (!PG_ARGISNULL(3))
-		values[3] = CStringGetTextDatum(saga_check_name(fcinfo, 3, "publisher"));
-	else if (saga_current_delivery != NULL)
-		values[3] = CStringGetTextDatum(saga_current_delivery->consumer);
+		publisher = saga_check_name(fcinfo, 3, "publisher");
+	else if (cur != NULL)
+		publisher = cur->consumer;
 	else
-		values[3] = CStringGetTextDatum(GetUserNameFromId(GetUserId(), false));
+		publisher = GetUserNameFromId(GetUserId(), false);
 
-	if (saga_current_delivery != NULL)
-		values[4] = Int64GetDatum(saga_current_delivery->event_id);
-	else
-		nulls[4] = 'n';
-
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	saga_begin_as_owner(&save_userid, &save_sec_context);
-	saga_execute(&publish_plan, values, nulls, false, 0);
-	saga_end_as_owner(save_userid, save_sec_context);
-	event_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-										   SPI_tuptable->tupdesc, 1, &isnull));
-	SPI_finish();
-
-	saga_note_published();
-	PG_RETURN_INT64(event_id);
+	PG_RETURN_INT64(saga_publish_event(event_type, payload, has_saga_id, saga_id,
+									   publisher, cur != NULL,
+									   cur != NULL ? cur->event_id : 0));
 }
 
 /* The row type of saga.event, which every handler takes. */
@@ -171,22 +191,34 @@ event_row_type(void)
 }
 
 /*
- * saga_subscribe(consumer text, event_type text, handler regprocedure)
+ * saga_subscribe(consumer text, event_type text, handler regprocedure,
+ *				  on_failure text, forward boolean)
  */
 Datum
 saga_subscribe(PG_FUNCTION_ARGS)
 {
 	char	   *consumer = saga_check_name(fcinfo, 0, "consumer");
 	char	   *event_type = saga_check_name(fcinfo, 1, "event_type");
-	Oid			handler = PG_GETARG_OID(2);
+	Oid			handler;
+	char	   *on_failure = NULL;
+	bool		forward = PG_ARGISNULL(4) ? true : PG_GETARG_BOOL(4);
 	Oid			caller = GetUserId();
 	HeapTuple	proctup;
 	Form_pg_proc proc;
-	Datum		values[4];
+	Datum		values[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
 	Oid			save_userid;
 	int			save_sec_context;
 	bool		isnull;
 	int32		id;
+
+	if (PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("handler must not be null")));
+	handler = PG_GETARG_OID(2);
+	if (!PG_ARGISNULL(3))
+		on_failure = saga_check_name(fcinfo, 3, "on_failure");
 
 	proctup = SearchSysCache1(PROCOID, ObjectIdGetDatum(handler));
 	if (!HeapTupleIsValid(proctup))
@@ -226,7 +258,10 @@ saga_subscribe(PG_FUNCTION_ARGS)
 
 	values[2] = ObjectIdGetDatum(handler);
 	values[3] = ObjectIdGetDatum(caller);
-	saga_execute(&subscribe_plan, values, NULL, false, 0);
+	values[4] = on_failure ? CStringGetTextDatum(on_failure) : (Datum) 0;
+	nulls[4] = on_failure ? ' ' : 'n';
+	values[5] = BoolGetDatum(forward);
+	saga_execute(&subscribe_plan, values, nulls, false, 0);
 	id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
 									 SPI_tuptable->tupdesc, 1, &isnull));
 

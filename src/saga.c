@@ -28,6 +28,7 @@ int			saga_batch_size = 100;
 int			saga_poll_interval = 1000;
 int			saga_max_attempts = 5;
 int			saga_retry_backoff = 1000;
+int			saga_deadline = 0;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -91,6 +92,14 @@ _PG_init(void)
 							&saga_retry_backoff,
 							1000, 0, 3600 * 1000,
 							PGC_SUSET, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("saga.deadline",
+							"Time a saga may take before it is aborted and compensated; 0 means none.",
+							"The default for sagas started without a deadline of their own.",
+							&saga_deadline,
+							0, 0, INT_MAX,
+							PGC_USERSET, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("saga");

@@ -26,6 +26,7 @@
 #include "storage/condition_variable.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
+#include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
 #define SAGA_SCHEMA			"saga"
@@ -41,6 +42,7 @@ extern int	saga_batch_size;
 extern int	saga_poll_interval;
 extern int	saga_max_attempts;
 extern int	saga_retry_backoff;
+extern int	saga_deadline;
 
 /* ------------------------------------------------------------------------
  * Shared memory (shmem.c)
@@ -175,6 +177,17 @@ extern int	saga_execute(SagaPlan *p, Datum *values, const char *nulls,
 						 bool read_only, long count);
 extern Oid	saga_internal_owner(void);
 extern char *saga_check_name(FunctionCallInfo fcinfo, int argno, const char *what);
+extern double saga_deadline_ms(FunctionCallInfo fcinfo, int argno, bool *none);	/* instance.c */
+
+/* publish.c */
+extern int64 saga_publish_event(const char *event_type, Jsonb *payload,
+								bool has_saga_id, int64 saga_id,
+								const char *publisher, bool has_cause,
+								int64 caused_by);
+
+/* abort.c: ending sagas early (deadlines, saga_cancel) */
+extern int	saga_abort_expired(int limit);
+extern void saga_abort_orchestrated(int64 saga_id, const char *reason);	/* orchestrate.c */
 extern void saga_begin_as_owner(Oid *save_userid, int *save_sec_context);
 extern void saga_end_as_owner(Oid save_userid, int save_sec_context);
 

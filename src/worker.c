@@ -87,6 +87,24 @@ worker_run_batch(void)
 	CommitTransactionCommand();
 	pgstat_report_stat(false);
 
+	/*
+	 * Sagas past their deadline are aborted in a transaction of their own:
+	 * aborting one waits for its deliveries being handled elsewhere, which
+	 * must not happen while this worker holds deliveries of its own.
+	 */
+	if (r.claimed < saga_batch_size)
+	{
+		int			aborted;
+
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		aborted = saga_abort_expired(saga_batch_size);
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		r.claimed += aborted;
+	}
+
 	if (r.claimed > 0)
 	{
 		MySagaWorker->deliveries += r.done;

@@ -1,0 +1,284 @@
+/*-------------------------------------------------------------------------
+ *
+ * abort.c
+ *	  Ending sagas early: deadlines, and saga_cancel().
+ *
+ * An aborted saga fails once it has been compensated, in either pattern:
+ *	- orchestrated: if it was still going forward, the steps done so far
+ *	  are compensated, last first, as after a rejection;
+ *	- choreographed: the engine cannot know what the services did, so it
+ *	  cancels the saga's forward deliveries that have not run yet (those of
+ *	  subscriptions with forward = true) and publishes SagaAborted; each
+ *	  service undoes its own part on that event, and the saga's handlers
+ *	  fail it when that is done.
+ *
+ * Cancelling the waiting deliveries must not race with a handler of the
+ * same saga that is running right now, or its effects (and what it
+ * publishes) would escape the abort.  So the deliveries are locked first,
+ * waiting for those being handled, again and again until no new one
+ * appears; only then is the instance locked and marked aborted.  Locking
+ * in that order (deliveries, then instance) is also the order a handler
+ * takes them in (its delivery, then saga_complete()/saga_fail() on the
+ * instance), so the two cannot deadlock.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+
+#include "saga.h"
+
+PG_FUNCTION_INFO_V1(saga_cancel);
+
+static SagaPlan expired_plan = {
+	"SELECT id FROM saga.instance"
+	" WHERE status = 'pending' AND aborted_at IS NULL AND deadline <= now()"
+	" ORDER BY deadline"
+	" LIMIT $1",
+	1, {INT4OID}
+};
+
+static SagaPlan cancel_forward_plan = {
+	"UPDATE saga.delivery d"
+	"   SET status = 'cancelled', last_error = $2"
+	"  FROM saga.event e, saga.subscription s"
+	" WHERE e.id = d.event_id AND s.id = d.subscription_id"
+	"   AND e.saga_id = $1 AND d.status = 'pending' AND s.forward",
+	2, {INT8OID, TEXTOID}
+};
+
+static SagaPlan lock_pending_plan = {
+	"SELECT d.id FROM saga.delivery d"
+	"  JOIN saga.event e ON e.id = d.event_id"
+	" WHERE e.saga_id = $1 AND d.status = 'pending'"
+	" ORDER BY d.id"
+	"   FOR UPDATE OF d",
+	1, {INT8OID}
+};
+
+static SagaPlan look_instance_plan = {
+	"SELECT saga_type, pattern, owner::oid, status = 'pending' AND aborted_at IS NULL"
+	"  FROM saga.instance WHERE id = $1",
+	1, {INT8OID}
+};
+
+static SagaPlan lock_instance_plan = {
+	"SELECT saga_type, pattern, owner::oid, status = 'pending' AND aborted_at IS NULL"
+	"  FROM saga.instance WHERE id = $1"
+	"   FOR UPDATE",
+	1, {INT8OID}
+};
+
+static SagaPlan lock_instance_nowait_plan = {
+	"SELECT saga_type, pattern, owner::oid, status = 'pending' AND aborted_at IS NULL"
+	"  FROM saga.instance WHERE id = $1"
+	"   FOR UPDATE SKIP LOCKED",
+	1, {INT8OID}
+};
+
+static SagaPlan mark_aborted_plan = {
+	"UPDATE saga.instance SET aborted_at = clock_timestamp() WHERE id = $1",
+	1, {INT8OID}
+};
+
+/*
+ * Cancel the forward deliveries of a choreographed saga that have not run,
+ * after waiting for those running now.  The caller is connected to SPI
+ * and acts as the tables' owner.
+ */
+static void
+cancel_waiting_deliveries(int64 saga_id, const char *reason)
+{
+	Datum		values[2];
+	uint64		locked = 0;
+
+	values[0] = Int64GetDatum(saga_id);
+	values[1] = CStringGetTextDatum(psprintf("cancelled: %s", reason));
+	for (;;)
+	{
+		uint64		cancelled;
+
+		CHECK_FOR_INTERRUPTS();
+		saga_execute(&cancel_forward_plan, values, NULL, false, 0);
+		cancelled = SPI_processed;
+		/* waits for the deliveries being handled right now */
+		saga_execute(&lock_pending_plan, values, NULL, false, 0);
+		if (cancelled == 0 && SPI_processed == locked)
+			break;
+		locked = SPI_processed;
+	}
+}
+
+/*
+ * Abort a saga.  With wait, wait for its lock (saga_cancel); without, give
+ * up if another transaction holds it (a worker's deadline sweep).  Returns
+ * false if the saga had already ended or been aborted.  The caller is
+ * connected to SPI and acts as the tables' owner; check_owner is the role
+ * that must act for the saga's owner, or InvalidOid.
+ */
+static bool
+abort_saga(int64 saga_id, const char *reason, bool wait, Oid check_owner)
+{
+	Datum		arg = Int64GetDatum(saga_id);
+	bool		isnull;
+	char	   *saga_type;
+	bool		choreography;
+	bool		abortable;
+	HeapTuple	tup;
+	TupleDesc	desc;
+
+	/* a first look, to know the pattern and check rights before waiting */
+	saga_execute(&look_instance_plan, &arg, NULL, false, 0);
+	if (SPI_processed == 0)
+	{
+		if (wait)
+			ereport(ERROR,
+					(errcode(ERRCODE_NO_DATA_FOUND),
+					 errmsg("saga %lld does not exist", (long long) saga_id)));
+		return false;
+	}
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	saga_type = TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull));
+	choreography = strcmp(TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull)),
+						  "choreography") == 0;
+	if (OidIsValid(check_owner) &&
+		!has_privs_of_role(check_owner,
+						   DatumGetObjectId(SPI_getbinval(tup, desc, 3, &isnull))))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to cancel saga %lld", (long long) saga_id),
+				 errdetail("Only the role that started a saga may cancel it.")));
+	abortable = DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull));
+	if (!abortable)
+		return false;
+
+	if (!choreography)
+	{
+		/* the step runner holds this lock while it runs a step */
+		saga_execute(wait ? &lock_instance_plan : &lock_instance_nowait_plan,
+					 &arg, NULL, false, 0);
+		if (SPI_processed == 0 ||
+			!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull)))
+			return false;
+		saga_execute(&mark_aborted_plan, &arg, NULL, false, 0);
+		saga_abort_orchestrated(saga_id, reason);
+		return true;
+	}
+
+	/*
+	 * Choreography: cancel the waiting deliveries, wait for the running
+	 * ones, then lock the instance and look again.
+	 */
+	cancel_waiting_deliveries(saga_id, reason);
+	saga_execute(wait ? &lock_instance_plan : &lock_instance_nowait_plan,
+				 &arg, NULL, false, 0);
+	if (SPI_processed == 0 ||
+		!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull)))
+		return false;			/* a last handler finished it meanwhile */
+	saga_execute(&mark_aborted_plan, &arg, NULL, false, 0);
+
+	{
+		JsonbParseState *state = NULL;
+		JsonbValue	k,
+					v;
+		JsonbValue *res;
+
+		(void) pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+		k.type = jbvString;
+		k.val.string.val = "saga_type";
+		k.val.string.len = strlen("saga_type");
+		(void) pushJsonbValue(&state, WJB_KEY, &k);
+		v.type = jbvString;
+		v.val.string.val = saga_type;
+		v.val.string.len = strlen(saga_type);
+		(void) pushJsonbValue(&state, WJB_VALUE, &v);
+		k.val.string.val = "reason";
+		k.val.string.len = strlen("reason");
+		(void) pushJsonbValue(&state, WJB_KEY, &k);
+		v.val.string.val = (char *) reason;
+		v.val.string.len = strlen(reason);
+		(void) pushJsonbValue(&state, WJB_VALUE, &v);
+		res = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
+
+		saga_publish_event("SagaAborted", JsonbValueToJsonb(res), true, saga_id,
+						   saga_type, false, 0);
+	}
+	return true;
+}
+
+/*
+ * Abort up to limit sagas whose deadline has passed; returns how many.
+ * The caller is in a transaction with an active snapshot.
+ */
+int
+saga_abort_expired(int limit)
+{
+	Datum		arg = Int32GetDatum(limit);
+	Oid			save_userid;
+	int			save_sec_context;
+	int64	   *ids;
+	int			n;
+	int			i;
+	int			aborted = 0;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	saga_begin_as_owner(&save_userid, &save_sec_context);
+
+	saga_execute(&expired_plan, &arg, NULL, false, 0);
+	n = (int) SPI_processed;
+	ids = palloc(sizeof(int64) * Max(n, 1));
+	for (i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
+											 SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	for (i = 0; i < n; i++)
+		if (abort_saga(ids[i], "deadline exceeded", false, InvalidOid))
+			aborted++;
+
+	saga_end_as_owner(save_userid, save_sec_context);
+	SPI_finish();
+	return aborted;
+}
+
+/*
+ * saga_cancel(saga_id bigint, reason text) returns boolean
+ */
+Datum
+saga_cancel(PG_FUNCTION_ARGS)
+{
+	int64		saga_id;
+	char	   *reason;
+	Oid			caller = GetUserId();
+	Oid			save_userid;
+	int			save_sec_context;
+	bool		aborted;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("saga_id must not be null")));
+	saga_id = PG_GETARG_INT64(0);
+	reason = PG_ARGISNULL(1) ? "cancelled" : saga_check_name(fcinfo, 1, "reason");
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	saga_begin_as_owner(&save_userid, &save_sec_context);
+	aborted = abort_saga(saga_id, reason, true, caller);
+	saga_end_as_owner(save_userid, save_sec_context);
+	SPI_finish();
+
+	if (aborted)
+		saga_note_published();
+	PG_RETURN_BOOL(aborted);
+}
