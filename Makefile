@@ -12,6 +12,7 @@ OBJS = \
 	src/orchestrate.o \
 	src/abort.o \
 	src/admin.o \
+	src/stats.o \
 	src/publish.o \
 	src/instance.o \
 	src/wakeup.o \
@@ -31,6 +32,10 @@ REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=$(srcdir)/test/no
 REGRESS_WORKERS = workers
 REGRESS_WORKERS_OPTS = --dbname=saga_workers_regression --temp-instance=tmp_check_workers --temp-config=$(srcdir)/test/preload.conf
 
+# Concurrency specs: sessions calling saga_run_pending() stand for workers
+# (the same claim-and-dispatch code), so that the interleavings are exact.
+ISOLATION = race_last_unit race_balance claim_skip_locked
+ISOLATION_OPTS = --temp-instance=tmp_check_isolation --temp-config=$(srcdir)/test/no_preload.conf
 
 TAP_TESTS = 1
 

@@ -169,6 +169,7 @@ abort_saga(int64 saga_id, const char *reason, bool wait, Oid check_owner)
 			return false;
 		saga_execute(&mark_aborted_plan, &arg, NULL, false, 0);
 		saga_abort_orchestrated(saga_id, reason);
+		saga_count(SAGA_COUNT_ABORTED, 1);
 		return true;
 	}
 
@@ -210,6 +211,7 @@ abort_saga(int64 saga_id, const char *reason, bool wait, Oid check_owner)
 		saga_publish_event("SagaAborted", JsonbValueToJsonb(res), true, saga_id,
 						   saga_type, false, 0);
 	}
+	saga_count(SAGA_COUNT_ABORTED, 1);
 	return true;
 }
 

@@ -48,12 +48,13 @@ typedef struct ClaimedDelivery
 	bool		has_saga_id;
 	Datum		event;			/* the saga.event row */
 	char	   *on_failure;		/* event to publish if dead-lettered */
+	bool		forward;		/* false: a compensation */
 	Jsonb	   *payload;
 } ClaimedDelivery;
 
 static SagaPlan claim_plan = {
 	"SELECT d.id, d.attempts, s.handler::oid, s.owner::oid, s.consumer,"
-	"       e.id, e.saga_id, e, s.on_failure, e.payload"
+	"       e.id, e.saga_id, e, s.on_failure, e.payload, s.forward"
 	"  FROM saga.delivery d"
 	"  JOIN saga.subscription s ON s.id = d.subscription_id"
 	"  JOIN saga.event e ON e.id = d.event_id"
@@ -166,6 +167,7 @@ record_failure(ClaimedDelivery *cd, ErrorData *edata)
 						   cd->has_saga_id, cd->saga_id, cd->consumer,
 						   true, cd->event_id);
 	}
+	saga_count(strcmp(status, "dead") == 0 ? SAGA_COUNT_DEAD : SAGA_COUNT_RETRIES, 1);
 	if (strcmp(status, "dead") == 0)
 		ereport(WARNING,
 				(errmsg("saga: delivery %lld of event %lld to consumer \"%s\" dead-lettered after %d attempts",
@@ -244,6 +246,7 @@ saga_dispatch_batch(int limit)
 		d = SPI_getbinval(tup, desc, 9, &isnull);
 		cd->on_failure = isnull ? NULL : TextDatumGetCString(d);
 		cd->payload = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 10, &isnull));
+		cd->forward = DatumGetBool(SPI_getbinval(tup, desc, 11, &isnull));
 	}
 
 	for (i = 0; i < result.claimed; i++)
@@ -286,6 +289,8 @@ saga_dispatch_batch(int limit)
 			done_seqs[result.done] = Int64GetDatum(seq);
 			done_ats[result.done] = TimestampTzGetDatum(at);
 			result.done++;
+			if (!cd->forward)
+				saga_count(SAGA_COUNT_COMPENSATIONS, 1);
 		}
 		PG_CATCH();
 		{
@@ -318,6 +323,7 @@ saga_dispatch_batch(int limit)
 		values[2] = PointerGetDatum(construct_array(done_ats, result.done, TIMESTAMPTZOID,
 													sizeof(TimestampTz), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 		saga_execute(&done_plan, values, NULL, false, 0);
+		saga_count(SAGA_COUNT_DELIVERIES, result.done);
 	}
 
 	SPI_finish();

@@ -120,6 +120,7 @@ saga_begin(PG_FUNCTION_ARGS)
 	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 									 SPI_tuptable->tupdesc, 1, &isnull));
 	SPI_finish();
+	saga_count(SAGA_COUNT_STARTED, 1);
 	PG_RETURN_INT64(id);
 }
 
@@ -170,6 +171,7 @@ finish_saga(int64 saga_id, const char *status, text *reason)
 	saga_end_as_owner(save_userid, save_sec_context);
 	SPI_finish();
 	saga_note_finished(saga_id);
+	saga_count(strcmp(status, "completed") == 0 ? SAGA_COUNT_COMPLETED : SAGA_COUNT_FAILED, 1);
 }
 
 Datum

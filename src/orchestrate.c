@@ -337,6 +337,7 @@ saga_start(PG_FUNCTION_ARGS)
 				 errhint("Its owner can offer a SECURITY DEFINER function that starts it.")));
 
 	saga_note_published();
+	saga_count(SAGA_COUNT_STARTED, 1);
 	PG_RETURN_INT64(id);
 }
 
@@ -590,7 +591,10 @@ advance(ClaimedSaga *cs, Jsonb *data, int step, const char *phase,
 		nulls[5] = 'n';
 	saga_execute(&advance_plan, values, nulls, false, 0);
 	if (strcmp(status, "pending") != 0)
+	{
 		saga_note_finished(cs->id);
+		saga_count(strcmp(status, "completed") == 0 ? SAGA_COUNT_COMPLETED : SAGA_COUNT_FAILED, 1);
+	}
 }
 
 /*
@@ -684,6 +688,9 @@ run_one_step(ClaimedSaga *cs, MemoryContext cxt)
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcxt);
 		CurrentResourceOwner = oldowner;
+		saga_count(SAGA_COUNT_STEPS, 1);
+		if (compensation)
+			saga_count(SAGA_COUNT_COMPENSATIONS, 1);
 	}
 	PG_CATCH();
 	{
@@ -729,6 +736,7 @@ run_one_step(ClaimedSaga *cs, MemoryContext cxt)
 														   edata->sqlerrcode));
 			values[4] = Int32GetDatum(transient ? 0 : 1);
 			saga_execute(&retry_later_plan, values, NULL, false, 0);
+			saga_count(compensation && exhausted ? SAGA_COUNT_DEAD : SAGA_COUNT_RETRIES, 1);
 			if (compensation && exhausted)
 				ereport(WARNING,
 						(errmsg("saga %lld is stuck: compensation \"%s\" failed %d times",

@@ -133,6 +133,7 @@ saga_publish_event(const char *event_type, Jsonb *payload,
 	SPI_finish();
 
 	saga_note_published();
+	saga_count(SAGA_COUNT_EVENTS, 1);
 	return event_id;
 }
 

@@ -105,6 +105,7 @@ _PG_init(void)
 	MarkGUCPrefixReserved("saga");
 
 	saga_register_xact_callbacks();
+	saga_register_subxact_callback();
 
 	if (!process_shared_preload_libraries_in_progress)
 		return;

@@ -49,6 +49,22 @@ extern int	saga_deadline;
  * ------------------------------------------------------------------------
  */
 
+/* Cumulative counters kept per database (stats.c). */
+typedef enum SagaCounter
+{
+	SAGA_COUNT_STARTED,			/* sagas begun or started */
+	SAGA_COUNT_COMPLETED,
+	SAGA_COUNT_FAILED,
+	SAGA_COUNT_ABORTED,			/* by deadline or saga_cancel */
+	SAGA_COUNT_COMPENSATIONS,	/* compensation steps and deliveries done */
+	SAGA_COUNT_EVENTS,			/* events published */
+	SAGA_COUNT_DELIVERIES,		/* deliveries handled */
+	SAGA_COUNT_STEPS,			/* orchestrated steps run */
+	SAGA_COUNT_RETRIES,			/* failures that will be retried */
+	SAGA_COUNT_DEAD,			/* dead letters, and stuck compensations */
+	SAGA_NCOUNTERS
+} SagaCounter;
+
 /* What the launcher knows of one database. */
 typedef enum SagaDbState
 {
@@ -66,6 +82,7 @@ typedef struct SagaDatabase
 	TimestampTz restart_after;	/* don't start workers before this */
 	int			failures;		/* consecutive abnormal worker exits */
 	pg_atomic_uint32 idle_workers;	/* workers asleep (or about to be) */
+	pg_atomic_uint64 counters[SAGA_NCOUNTERS];
 } SagaDatabase;
 
 /* One database worker, in the style of PGPROC for pg_stat_activity. */
@@ -79,6 +96,7 @@ typedef struct SagaWorkerSlot
 	bool		stop_requested;
 	uint64		deliveries;		/* handled successfully */
 	uint64		failures;		/* handler errors */
+	uint64		batches;		/* transactions that did some work */
 	TimestampTz started_at;
 	TimestampTz last_active;
 } SagaWorkerSlot;
@@ -203,5 +221,10 @@ extern void saga_resume_at_xact_end(Oid dboid);
 extern void saga_wake_launcher_at_xact_end(void);
 extern void saga_forget_at_commit(Oid dboid);
 extern ConditionVariable *saga_await_cv(int64 saga_id);
+
+/* stats.c */
+extern void saga_count(SagaCounter counter, int64 n);
+extern void saga_flush_counts(bool commit);
+extern void saga_register_subxact_callback(void);
 
 #endif							/* SAGA_H */

@@ -76,7 +76,13 @@ saga_shmem_startup(void)
 		SagaShmem->workers = (SagaWorkerSlot *) p;
 
 		for (i = 0; i < SAGA_MAX_DATABASES; i++)
+		{
+			int			c;
+
 			pg_atomic_init_u32(&SagaShmem->databases[i].idle_workers, 0);
+			for (c = 0; c < SAGA_NCOUNTERS; c++)
+				pg_atomic_init_u64(&SagaShmem->databases[i].counters[c], 0);
+		}
 		for (i = 0; i < SAGA_AWAIT_CVS; i++)
 			ConditionVariableInit(&SagaShmem->await_cv[i]);
 		ConditionVariableInit(&SagaShmem->slots_cv);
@@ -122,6 +128,8 @@ saga_find_database(Oid dboid, bool create)
 	free_entry->restart_after = 0;
 	free_entry->failures = 0;
 	pg_atomic_write_u32(&free_entry->idle_workers, 0);
+	for (i = 0; i < SAGA_NCOUNTERS; i++)
+		pg_atomic_write_u64(&free_entry->counters[i], 0);
 	return free_entry;
 }
 

@@ -163,6 +163,7 @@ saga_xact_callback(XactEvent event, void *arg)
 				for (i = 0; i < SAGA_AWAIT_CVS; i++)
 					if (finished_cvs_in_xact & (UINT64CONST(1) << i))
 						ConditionVariableBroadcast(&SagaShmem->await_cv[i]);
+				saga_flush_counts(true);
 				if (extension_created_in_xact)
 					saga_mark_database(MyDatabaseId, SAGA_DB_UNKNOWN);
 			}
@@ -172,6 +173,7 @@ saga_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 		case XACT_EVENT_PREPARE:
+			saga_flush_counts(false);
 			reset_xact_state(false);
 			break;
 

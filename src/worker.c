@@ -108,6 +108,7 @@ worker_run_batch(void)
 	if (r.claimed > 0)
 	{
 		MySagaWorker->deliveries += r.done;
+		MySagaWorker->batches++;
 		MySagaWorker->failures += r.failed;
 		MySagaWorker->last_active = GetCurrentTimestamp();
 		if (MySagaDatabase->failures > 0 && r.done > 0)

@@ -1,0 +1,217 @@
+/*-------------------------------------------------------------------------
+ *
+ * stats.c
+ *	  Cumulative counters per database, and the workers' state, read from
+ *	  shared memory: saga_counters() and saga_worker_status().
+ *
+ * A backend counts what it does in local counters and adds them to its
+ * database's shared counters when its transaction commits; what a rolled
+ * back (sub)transaction counted is forgotten with it, so a handler that
+ * raises after finishing a saga does not count a finished saga.  The
+ * counters live as long as the server's shared memory: a restart (or a
+ * crash) resets them, like the statistics in pg_stat_database.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "saga.h"
+
+PG_FUNCTION_INFO_V1(saga_counters);
+PG_FUNCTION_INFO_V1(saga_worker_status);
+
+/* What this backend counted in its current transaction. */
+static int64 pending_counts[SAGA_NCOUNTERS];
+
+/* Snapshots of pending_counts at the start of each open subtransaction. */
+typedef struct CountsSnapshot
+{
+	SubTransactionId subid;
+	int64		counts[SAGA_NCOUNTERS];
+	struct CountsSnapshot *next;
+} CountsSnapshot;
+
+static CountsSnapshot *snapshots = NULL;
+static bool any_pending = false;
+
+void
+saga_count(SagaCounter counter, int64 n)
+{
+	pending_counts[counter] += n;
+	any_pending = true;
+}
+
+static void
+forget_pending(void)
+{
+	memset(pending_counts, 0, sizeof(pending_counts));
+	snapshots = NULL;			/* allocated in TopTransactionContext */
+	any_pending = false;
+}
+
+/* Add this transaction's counts to its database's; called at commit. */
+void
+saga_flush_counts(bool commit)
+{
+	SagaDatabase *db;
+	int			i;
+
+	if (!any_pending)
+	{
+		snapshots = NULL;
+		return;
+	}
+	if (commit && SagaShmem != NULL)
+	{
+		LWLockAcquire(SagaShmem->lock, LW_SHARED);
+		db = saga_find_database(MyDatabaseId, false);
+		LWLockRelease(SagaShmem->lock);
+		if (db == NULL)
+		{
+			LWLockAcquire(SagaShmem->lock, LW_EXCLUSIVE);
+			db = saga_find_database(MyDatabaseId, true);
+			LWLockRelease(SagaShmem->lock);
+		}
+		if (db != NULL)
+			for (i = 0; i < SAGA_NCOUNTERS; i++)
+				if (pending_counts[i] != 0)
+					pg_atomic_fetch_add_u64(&db->counters[i], pending_counts[i]);
+	}
+	forget_pending();
+}
+
+static void
+saga_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+					  SubTransactionId parentSubid, void *arg)
+{
+	CountsSnapshot *snap;
+
+	switch (event)
+	{
+		case SUBXACT_EVENT_START_SUB:
+			snap = MemoryContextAlloc(TopTransactionContext, sizeof(CountsSnapshot));
+			snap->subid = mySubid;
+			memcpy(snap->counts, pending_counts, sizeof(pending_counts));
+			snap->next = snapshots;
+			snapshots = snap;
+			break;
+		case SUBXACT_EVENT_COMMIT_SUB:
+		case SUBXACT_EVENT_ABORT_SUB:
+			if (snapshots != NULL && snapshots->subid == mySubid)
+			{
+				snap = snapshots;
+				snapshots = snap->next;
+				if (event == SUBXACT_EVENT_ABORT_SUB)
+					memcpy(pending_counts, snap->counts, sizeof(pending_counts));
+				pfree(snap);
+			}
+			break;
+		default:
+			break;
+	}
+}
+
+void
+saga_register_subxact_callback(void)
+{
+	RegisterSubXactCallback(saga_subxact_callback, NULL);
+}
+
+/*
+ * saga_counters() returns one row: this database's counters.
+ */
+Datum
+saga_counters(PG_FUNCTION_ARGS)
+{
+	TupleDesc	tupdesc;
+	Datum		values[SAGA_NCOUNTERS];
+	bool		nulls[SAGA_NCOUNTERS];
+	SagaDatabase *db = NULL;
+	int			i;
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	if (tupdesc->natts != SAGA_NCOUNTERS)
+		elog(ERROR, "saga_counters() must return %d columns", SAGA_NCOUNTERS);
+
+	if (SagaShmem != NULL)
+	{
+		LWLockAcquire(SagaShmem->lock, LW_SHARED);
+		db = saga_find_database(MyDatabaseId, false);
+		LWLockRelease(SagaShmem->lock);
+	}
+	for (i = 0; i < SAGA_NCOUNTERS; i++)
+	{
+		/* without shared memory (not preloaded), there is nothing to count in */
+		nulls[i] = SagaShmem == NULL;
+		values[i] = Int64GetDatum(db ? (int64) pg_atomic_read_u64(&db->counters[i]) : 0);
+	}
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}
+
+/*
+ * saga_worker_status() returns one row per running launcher or worker.
+ */
+Datum
+saga_worker_status(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	int			i;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (SagaShmem == NULL)
+		return (Datum) 0;
+
+	LWLockAcquire(SagaShmem->lock, LW_SHARED);
+	if (SagaShmem->launcher_pid != 0)
+	{
+		Datum		values[8];
+		bool		nulls[8] = {false, true, false, true, true, true, true, true};
+
+		values[0] = Int32GetDatum(SagaShmem->launcher_pid);
+		values[2] = CStringGetTextDatum("launcher");
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	for (i = 0; i < SagaShmem->max_workers; i++)
+	{
+		SagaWorkerSlot *w = &SagaShmem->workers[i];
+		Datum		values[8];
+		bool		nulls[8] = {false, false, false, false, false, false, false, false};
+		const char *state;
+
+		if (!w->in_use)
+			continue;
+		if (w->pid == 0)
+			state = "starting";
+		else if (w->stop_requested)
+			state = "stopping";
+		else if (w->idle)
+			state = "idle";
+		else
+			state = "busy";
+		values[0] = Int32GetDatum(w->pid);
+		nulls[0] = w->pid == 0;
+		values[1] = ObjectIdGetDatum(w->dboid);
+		values[2] = CStringGetTextDatum(state);
+		values[3] = Int64GetDatum((int64) w->deliveries);
+		values[4] = Int64GetDatum((int64) w->failures);
+		values[5] = Int64GetDatum((int64) w->batches);
+		values[6] = TimestampTzGetDatum(w->started_at);
+		nulls[6] = w->started_at == 0;
+		values[7] = TimestampTzGetDatum(w->last_active);
+		nulls[7] = w->last_active == 0;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	LWLockRelease(SagaShmem->lock);
+	return (Datum) 0;
+}
