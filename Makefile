@@ -13,19 +13,20 @@ OBJS = \
 	src/abort.o \
 	src/admin.o \
 	src/stats.o \
+	src/retention.o \
 	src/publish.o \
 	src/instance.o \
 	src/wakeup.o \
 	src/utility.o \
 	src/spi_util.o
-DATA = saga--1.0.sql
+DATA = saga--1.0.sql saga--1.0--1.1.sql
 PGFILEDESC = "saga - sagas inside PostgreSQL"
 
 PG_CPPFLAGS = -I$(srcdir)/src
 
 # Suites driven by saga_run_pending(), in a cluster without the library
 # preloaded (so no worker competes with the test, and that mode is tested).
-REGRESS = choreography orchestration failures bad_input subscriptions
+REGRESS = choreography orchestration failures operations bad_input subscriptions
 REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=$(srcdir)/test/no_preload.conf
 
 # Suites that run through the background workers.

@@ -125,6 +125,19 @@ SELECT count(*) FILTER (WHERE status = 'refunded') AS refunds FROM saga.payment 
 SELECT status, count(*) FROM saga.delivery WHERE status <> 'done' GROUP BY 1;
 SELECT status, count(*) FROM saga.instance GROUP BY 1 ORDER BY 1;
 
+-- The workers and the counters, from shared memory.
+SELECT count(*) AS workers, bool_and(state IN ('idle', 'busy')) AS running,
+       sum(deliveries) > 0 AS worked, bool_and(pid IS NOT NULL) AS have_pids
+  FROM saga_workers WHERE database = current_database();
+SELECT count(*) AS launchers FROM saga_workers WHERE state = 'launcher';
+SELECT sagas_started = (SELECT count(*) FROM saga.instance) AS started_counted,
+       sagas_completed = (SELECT count(*) FROM saga.instance WHERE status = 'completed') AS completed_counted,
+       sagas_failed = (SELECT count(*) FROM saga.instance WHERE status = 'failed') AS failed_counted,
+       deliveries = (SELECT count(*) FROM saga.delivery WHERE status = 'done') AS deliveries_counted,
+       events_published = (SELECT count(*) FROM saga.event) AS events_counted,
+       sagas_aborted, workers
+  FROM saga_stats;
+
 -- saga.workers is reloaded on SIGHUP.
 ALTER SYSTEM SET saga.workers = 3;
 SELECT pg_reload_conf();

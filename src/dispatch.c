@@ -188,7 +188,7 @@ record_failure(ClaimedDelivery *cd, ErrorData *edata)
 SagaBatchResult
 saga_dispatch_batch(int limit)
 {
-	SagaBatchResult result = {0, 0, 0};
+	SagaBatchResult result = {0, 0, 0, 0};
 	MemoryContext batch_cxt;
 	MemoryContext oldcxt;
 	ClaimedDelivery *claimed;
@@ -306,6 +306,8 @@ saga_dispatch_batch(int limit)
 			CurrentResourceOwner = oldowner;
 
 			record_failure(cd, edata);
+			if (saga_error_is_transient(edata->sqlerrcode))
+				result.transient++;
 			FreeErrorData(edata);
 			result.failed++;
 		}

@@ -62,9 +62,7 @@ saga_deadline_ms(FunctionCallInfo fcinfo, int argno, bool *none)
 		return (double) saga_deadline;
 	}
 	iv = PG_GETARG_INTERVAL_P(argno);
-	ms = (double) iv->time / 1000.0 +
-		(double) iv->day * (double) (SECS_PER_DAY * 1000) +
-		(double) iv->month * DAYS_PER_MONTH * (double) (SECS_PER_DAY * 1000);
+	ms = saga_interval_ms(iv);
 	if (ms <= 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -245,15 +243,21 @@ saga_status(PG_FUNCTION_ARGS)
 	PG_RETURN_TEXT_P(result);
 }
 
+/* Milliseconds in an interval (a month counts 30 days). */
+double
+saga_interval_ms(Interval *iv)
+{
+	return (double) iv->time / 1000.0 +
+		(double) iv->day * (double) (SECS_PER_DAY * 1000) +
+		(double) iv->month * DAYS_PER_MONTH * (double) (SECS_PER_DAY * 1000);
+}
+
 /* Milliseconds in an interval, for a timeout; errors if negative. */
 static long
 interval_to_timeout_ms(Interval *iv)
 {
-	double		ms;
+	double		ms = saga_interval_ms(iv);
 
-	ms = (double) iv->time / 1000.0 +
-		(double) iv->day * (double) (SECS_PER_DAY * 1000) +
-		(double) iv->month * DAYS_PER_MONTH * (double) (SECS_PER_DAY * 1000);
 	if (ms < 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

@@ -27,13 +27,15 @@
 /*
  * Delay before retrying a function that raised, after the given number of
  * failed attempts: saga.retry_backoff, doubling each time, at most an
- * hour.  A deadlock or serialization failure is not the function's fault:
- * it is retried almost at once (and the attempt is not counted).
+ * hour.  A deadlock, a serialization failure or a lock wait that timed
+ * out (saga.lock_timeout) is not the function's fault: it is retried
+ * almost at once, and the attempt is not counted.
  */
 bool
 saga_error_is_transient(int sqlerrcode)
 {
-	return ERRCODE_TO_CATEGORY(sqlerrcode) == ERRCODE_TRANSACTION_ROLLBACK;
+	return ERRCODE_TO_CATEGORY(sqlerrcode) == ERRCODE_TRANSACTION_ROLLBACK ||
+		sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE;
 }
 
 double

@@ -638,10 +638,11 @@ merge_data(Jsonb *data, Datum result, bool isnull, Oid rettype)
 
 /*
  * Take one claimed saga one step further.  Returns true if the step
- * succeeded (or was rejected: a business outcome), false if it raised.
+ * succeeded (or was rejected: a business outcome), false if it raised;
+ * *transient tells whether that was a lock timeout or a deadlock.
  */
 static bool
-run_one_step(ClaimedSaga *cs, MemoryContext cxt)
+run_one_step(ClaimedSaga *cs, MemoryContext cxt, bool *transient_out)
 {
 	StepDef		def;
 	bool		compensation = cs->compensating;
@@ -735,6 +736,7 @@ run_one_step(ClaimedSaga *cs, MemoryContext cxt)
 			values[3] = Float8GetDatum(saga_retry_delay_ms(cs->attempts + 1,
 														   edata->sqlerrcode));
 			values[4] = Int32GetDatum(transient ? 0 : 1);
+			*transient_out = transient;
 			saga_execute(&retry_later_plan, values, NULL, false, 0);
 			saga_count(compensation && exhausted ? SAGA_COUNT_DEAD : SAGA_COUNT_RETRIES, 1);
 			if (compensation && exhausted)
@@ -803,7 +805,7 @@ saga_abort_orchestrated(int64 saga_id, const char *reason)
 SagaBatchResult
 saga_run_steps(int limit)
 {
-	SagaBatchResult result = {0, 0, 0};
+	SagaBatchResult result = {0, 0, 0, 0};
 	MemoryContext batch_cxt;
 	MemoryContext oldcxt;
 	ClaimedSaga *claimed;
@@ -844,11 +846,15 @@ saga_run_steps(int limit)
 
 	for (i = 0; i < result.claimed; i++)
 	{
+		bool		transient = false;
+
 		CHECK_FOR_INTERRUPTS();
-		if (run_one_step(&claimed[i], batch_cxt))
+		if (run_one_step(&claimed[i], batch_cxt, &transient))
 			result.done++;
 		else
 			result.failed++;
+		if (transient)
+			result.transient++;
 	}
 
 	SPI_finish();

@@ -29,6 +29,9 @@ int			saga_poll_interval = 1000;
 int			saga_max_attempts = 5;
 int			saga_retry_backoff = 1000;
 int			saga_deadline = 0;
+int			saga_retention = 7 * 24 * 3600;
+int			saga_retention_batch = 1000;
+int			saga_lock_timeout = 50;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -100,6 +103,32 @@ _PG_init(void)
 							&saga_deadline,
 							0, 0, INT_MAX,
 							PGC_USERSET, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("saga.lock_timeout",
+							"Longest a worker's handler or step waits for a lock before it is retried.",
+							"A worker holds the row locks of its whole batch until the batch commits; "
+							"a handler that waits on another worker's batch gives up after this and "
+							"is retried in a later batch.  0 waits for ever.",
+							&saga_lock_timeout,
+							50, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("saga.retention",
+							"How long the events, deliveries and step records of a finished saga are kept.",
+							"The workers remove them afterwards; 0 keeps them forever.",
+							&saga_retention,
+							7 * 24 * 3600, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("saga.retention_batch",
+							"Finished sagas purged per transaction.",
+							NULL,
+							&saga_retention_batch,
+							1000, 1, 100000,
+							PGC_SIGHUP, 0,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("saga");

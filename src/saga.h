@@ -26,6 +26,7 @@
 #include "storage/condition_variable.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
+#include "datatype/timestamp.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
@@ -43,6 +44,9 @@ extern int	saga_poll_interval;
 extern int	saga_max_attempts;
 extern int	saga_retry_backoff;
 extern int	saga_deadline;
+extern int	saga_retention;
+extern int	saga_lock_timeout;
+extern int	saga_retention_batch;
 
 /* ------------------------------------------------------------------------
  * Shared memory (shmem.c)
@@ -150,6 +154,7 @@ typedef struct SagaBatchResult
 	int			claimed;		/* deliveries taken */
 	int			done;			/* handled successfully */
 	int			failed;			/* handler raised; retried later or dead */
+	int			transient;		/* of which a lock timeout or deadlock: due again at once */
 } SagaBatchResult;
 
 extern SagaBatchResult saga_dispatch_batch(int limit);
@@ -196,6 +201,8 @@ extern int	saga_execute(SagaPlan *p, Datum *values, const char *nulls,
 extern Oid	saga_internal_owner(void);
 extern char *saga_check_name(FunctionCallInfo fcinfo, int argno, const char *what);
 extern double saga_deadline_ms(FunctionCallInfo fcinfo, int argno, bool *none);	/* instance.c */
+extern double saga_interval_ms(Interval *iv);	/* instance.c */
+extern int64 saga_purge_batch(double older_than_ms, int batch);	/* retention.c */
 
 /* publish.c */
 extern int64 saga_publish_event(const char *event_type, Jsonb *payload,

@@ -30,6 +30,7 @@
 #include "storage/ipc.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
+#include "utils/guc.h"
 #include "utils/inval.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -55,6 +56,9 @@ worker_detach(int code, Datum arg)
 	MySagaWorker = NULL;
 }
 
+/* Work that failed on a lock in the last batch is due again at once. */
+static bool retry_soon = false;
+
 /*
  * Run one batch in its own transaction.  Returns the number of deliveries
  * claimed, or -1 if the extension is no longer installed here.
@@ -77,15 +81,32 @@ worker_run_batch(void)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "saga: delivering events");
 
+	/*
+	 * Two workers' batches that lock the same rows in different orders
+	 * would deadlock, and the deadlock detector only steps in after
+	 * deadlock_timeout, once per victim.  Waiting briefly and retrying the
+	 * one delivery in a later batch keeps both workers moving.
+	 */
+	if (saga_lock_timeout > 0)
+	{
+		char		buf[32];
+
+		snprintf(buf, sizeof(buf), "%d", saga_lock_timeout);
+		(void) set_config_option("lock_timeout", buf, PGC_SUSET, PGC_S_SESSION,
+								 GUC_ACTION_LOCAL, true, 0, false);
+	}
+
 	r = saga_dispatch_batch(saga_batch_size);
 	s = saga_run_steps(saga_batch_size);
 	r.claimed += s.claimed;
 	r.done += s.done;
 	r.failed += s.failed;
+	r.transient += s.transient;
 
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	pgstat_report_stat(false);
+	retry_soon = r.transient > 0;
 
 	/*
 	 * Sagas past their deadline are aborted in a transaction of their own:
@@ -119,6 +140,42 @@ worker_run_batch(void)
 		}
 	}
 	return r.claimed;
+}
+
+/*
+ * With nothing else to do, purge what saga.retention allows: at most every
+ * SAGA_PURGE_INTERVAL_MS, a few batches, each its own transaction.
+ */
+#define SAGA_PURGE_INTERVAL_MS	(10 * 1000)
+#define SAGA_PURGE_BATCHES		10
+
+static void
+worker_purge(void)
+{
+	static TimestampTz last_purge = 0;
+	int			i;
+
+	if (saga_retention == 0 ||
+		!TimestampDifferenceExceeds(last_purge, GetCurrentTimestamp(),
+									SAGA_PURGE_INTERVAL_MS))
+		return;
+	last_purge = GetCurrentTimestamp();
+
+	pgstat_report_activity(STATE_RUNNING, "saga: purging finished sagas");
+	for (i = 0; i < SAGA_PURGE_BATCHES; i++)
+	{
+		int64		n;
+
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		n = saga_purge_batch((double) saga_retention * 1000.0, saga_retention_batch);
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		if (n == 0 || MySagaWorker->stop_requested)
+			break;
+		CHECK_FOR_INTERRUPTS();
+	}
 }
 
 static void
@@ -217,10 +274,13 @@ saga_worker_main(Datum main_arg)
 			continue;
 		}
 
+		worker_purge();
+
 		pgstat_report_activity(STATE_IDLE, NULL);
 		(void) WaitLatch(MyLatch,
 						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 saga_poll_interval, PG_WAIT_EXTENSION);
+						 retry_soon ? Min(saga_poll_interval, 20) : saga_poll_interval,
+						 PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 	}
 
