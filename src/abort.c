@@ -185,32 +185,9 @@ abort_saga(int64 saga_id, const char *reason, bool wait, Oid check_owner)
 		return false;			/* a last handler finished it meanwhile */
 	saga_execute(&mark_aborted_plan, &arg, NULL, false, 0);
 
-	{
-		JsonbParseState *state = NULL;
-		JsonbValue	k,
-					v;
-		JsonbValue *res;
-
-		(void) pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
-		k.type = jbvString;
-		k.val.string.val = "saga_type";
-		k.val.string.len = strlen("saga_type");
-		(void) pushJsonbValue(&state, WJB_KEY, &k);
-		v.type = jbvString;
-		v.val.string.val = saga_type;
-		v.val.string.len = strlen(saga_type);
-		(void) pushJsonbValue(&state, WJB_VALUE, &v);
-		k.val.string.val = "reason";
-		k.val.string.len = strlen("reason");
-		(void) pushJsonbValue(&state, WJB_KEY, &k);
-		v.val.string.val = (char *) reason;
-		v.val.string.len = strlen(reason);
-		(void) pushJsonbValue(&state, WJB_VALUE, &v);
-		res = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
-
-		saga_publish_event("SagaAborted", JsonbValueToJsonb(res), true, saga_id,
-						   saga_type, false, 0);
-	}
+	saga_publish_event("SagaAborted",
+					   saga_jsonb_strings(2, "saga_type", saga_type, "reason", reason),
+					   true, saga_id, saga_type, false, 0);
 	saga_count(SAGA_COUNT_ABORTED, 1);
 	return true;
 }

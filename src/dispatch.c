@@ -142,23 +142,8 @@ record_failure(ClaimedDelivery *cd, ErrorData *edata)
 		 * the saga's other participants handle, so that the saga compensates
 		 * instead of waiting forever.
 		 */
-		JsonbParseState *state = NULL;
-		JsonbValue *res;
-		JsonbValue	k,
-					v;
-		Jsonb	   *extra;
-
-		(void) pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
-		k.type = jbvString;
-		k.val.string.val = "reason";
-		k.val.string.len = strlen("reason");
-		(void) pushJsonbValue(&state, WJB_KEY, &k);
-		v.type = jbvString;
-		v.val.string.val = edata->message ? edata->message : "unknown error";
-		v.val.string.len = strlen(v.val.string.val);
-		(void) pushJsonbValue(&state, WJB_VALUE, &v);
-		res = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
-		extra = JsonbValueToJsonb(res);
+		Jsonb	   *extra = saga_jsonb_strings(1, "reason",
+											   edata->message ? edata->message : "unknown error");
 
 		saga_publish_event(cd->on_failure,
 						   DatumGetJsonbP(DirectFunctionCall2(jsonb_concat,

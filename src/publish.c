@@ -100,6 +100,34 @@ saga_check_name(FunctionCallInfo fcinfo, int argno, const char *what)
 }
 
 /*
+ * A JSON object of npairs string keys and values, given as key, value,
+ * key, value, ...
+ */
+Jsonb *
+saga_jsonb_strings(int npairs,...)
+{
+	JsonbParseState *state = NULL;
+	JsonbValue *res;
+	va_list		args;
+	int			i;
+
+	va_start(args, npairs);
+	(void) pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	for (i = 0; i < npairs * 2; i++)
+	{
+		JsonbValue	v;
+
+		v.type = jbvString;
+		v.val.string.val = va_arg(args, char *);
+		v.val.string.len = strlen(v.val.string.val);
+		(void) pushJsonbValue(&state, i % 2 == 0 ? WJB_KEY : WJB_VALUE, &v);
+	}
+	res = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
+	va_end(args);
+	return JsonbValueToJsonb(res);
+}
+
+/*
  * Publish an event (and its deliveries) as the tables' owner; saga_id and
  * caused_by are optional (has_...).  Returns the event's id.
  */

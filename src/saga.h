@@ -205,6 +205,7 @@ extern double saga_interval_ms(Interval *iv);	/* instance.c */
 extern int64 saga_purge_batch(double older_than_ms, int batch);	/* retention.c */
 
 /* publish.c */
+extern Jsonb *saga_jsonb_strings(int npairs,...);
 extern int64 saga_publish_event(const char *event_type, Jsonb *payload,
 								bool has_saga_id, int64 saga_id,
 								const char *publisher, bool has_cause,
