@@ -199,6 +199,12 @@ SELECT pg_extension_config_dump('saga.delivery_id_seq', '');
 SELECT pg_extension_config_dump('saga.payment_id_seq', '');
 SELECT pg_extension_config_dump('saga.reservation_id_seq', '');
 
+-- The workers' pids and all databases' oids, and the counters, are for the
+-- DBA, like the views on them.
+REVOKE ALL ON FUNCTION saga_worker_status() FROM PUBLIC;
+REVOKE ALL ON FUNCTION saga_counters() FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA saga FROM PUBLIC;
+
 CREATE OR REPLACE VIEW saga_instances AS
     SELECT i.id, i.saga_type, i.pattern, i.status, i.phase, i.step,
            i.reason, i.attempts, i.last_error, i.data, i.deadline, i.aborted_at,

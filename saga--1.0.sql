@@ -706,14 +706,16 @@ BEGIN
         order_id := @extschema@.saga_start('order', request, deadline);
     ELSE
         order_id := @extschema@.saga_begin('order', deadline);
-        PERFORM @extschema@.saga_publish('OrderCreated',
-                                         request || jsonb_build_object('order_id', order_id),
-                                         order_id, 'order');
     END IF;
     INSERT INTO saga.orders (id, customer, product, quantity, amount, placed_by, mode, idempotency_key)
     VALUES (order_id, saga_place_order.customer, saga_place_order.product,
             saga_place_order.quantity, saga_place_order.amount, session_user::regrole,
             saga_place_order.mode, saga_place_order.idempotency_key);
+    IF mode = 'choreography' THEN
+        PERFORM @extschema@.saga_publish('OrderCreated',
+                                         request || jsonb_build_object('order_id', order_id),
+                                         order_id, 'order');
+    END IF;
     RETURN order_id;
 END
 $$;
@@ -851,6 +853,27 @@ END
 $$;
 
 /*
+ * An order's events are trusted only as far as their saga id: publishing
+ * into a saga needs its owner's rights (saga_publish checks), but anyone
+ * allowed to publish can publish an event without one.  So the services
+ * act on e.saga_id, the order's id, and refuse an event that has none or
+ * names no order.
+ */
+CREATE FUNCTION saga.check_order_event(e saga.event)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF e.saga_id IS NULL OR NOT EXISTS (SELECT FROM saga.orders o WHERE o.id = e.saga_id) THEN
+        RAISE EXCEPTION '% event % is not part of any order', e.event_type, e.id
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Order events are published by saga_place_order() and the order services.';
+    END IF;
+END
+$$;
+
+/*
  * Choreography: each service reacts to an event and publishes the next.
  * The engine runs a handler, the delivery's bookkeeping and what it
  * publishes in one transaction.  Events carry what the next service needs,
@@ -867,16 +890,16 @@ DECLARE
     p          jsonb := e.payload;
     payment_id bigint;
 BEGIN
+    PERFORM saga.check_order_event(e);
     BEGIN
-        payment_id := saga.charge_payment((p->>'order_id')::bigint, p->>'customer',
-                                          (p->>'amount')::numeric);
+        payment_id := saga.charge_payment(e.saga_id, p->>'customer', (p->>'amount')::numeric);
     EXCEPTION WHEN SQLSTATE 'SG400' THEN
         PERFORM @extschema@.saga_publish('PaymentFailed',
-                                         p || jsonb_build_object('reason', SQLERRM));
+                                         p || jsonb_build_object('reason', SQLERRM), NULL, NULL);
         RETURN;
     END;
     PERFORM @extschema@.saga_publish('PaymentProcessed',
-                                     p || jsonb_build_object('payment_id', payment_id));
+                                     p || jsonb_build_object('payment_id', payment_id), NULL, NULL);
 END
 $$;
 
@@ -889,15 +912,15 @@ AS $$
 DECLARE
     p jsonb := e.payload;
 BEGIN
+    PERFORM saga.check_order_event(e);
     BEGIN
-        PERFORM saga.reserve_stock((p->>'order_id')::bigint, p->>'product',
-                                   (p->>'quantity')::integer);
+        PERFORM saga.reserve_stock(e.saga_id, p->>'product', (p->>'quantity')::integer);
     EXCEPTION WHEN SQLSTATE 'SG400' THEN
         PERFORM @extschema@.saga_publish('InventoryReservationFailed',
-                                         p || jsonb_build_object('reason', SQLERRM));
+                                         p || jsonb_build_object('reason', SQLERRM), NULL, NULL);
         RETURN;
     END;
-    PERFORM @extschema@.saga_publish('InventoryReserved', p);
+    PERFORM @extschema@.saga_publish('InventoryReserved', p, NULL, NULL);
 END
 $$;
 
@@ -910,13 +933,15 @@ AS $$
 DECLARE
     refunded numeric;
 BEGIN
-    refunded := saga.refund_payment((e.payload->>'order_id')::bigint);
+    PERFORM saga.check_order_event(e);
+    refunded := saga.refund_payment(e.saga_id);
     IF refunded IS NULL THEN
-        RAISE EXCEPTION 'no charged payment for order %', e.payload->>'order_id'
+        RAISE EXCEPTION 'no charged payment for order %', e.saga_id
             USING ERRCODE = 'no_data_found';
     END IF;
     PERFORM @extschema@.saga_publish('PaymentRefunded',
-                                     e.payload || jsonb_build_object('refund_amount', refunded));
+                                     e.payload || jsonb_build_object('refund_amount', refunded),
+                                     NULL, NULL);
 END
 $$;
 
@@ -936,13 +961,15 @@ BEGIN
     IF e.payload->>'saga_type' <> 'order' THEN
         RETURN;
     END IF;
+    PERFORM saga.check_order_event(e);
     refunded := saga.refund_payment(order_id);
     IF refunded IS NOT NULL THEN
         PERFORM @extschema@.saga_publish('PaymentRefunded',
-            e.payload || jsonb_build_object('order_id', order_id, 'refund_amount', refunded));
+            e.payload || jsonb_build_object('order_id', order_id, 'refund_amount', refunded),
+            NULL, NULL);
     ELSIF NOT EXISTS (SELECT FROM saga.payment p WHERE p.order_id = payment_on_saga_aborted.order_id) THEN
         PERFORM @extschema@.saga_publish('PaymentFailed',
-            e.payload || jsonb_build_object('order_id', order_id));
+            e.payload || jsonb_build_object('order_id', order_id), NULL, NULL);
     END IF;
 END
 $$;
@@ -954,6 +981,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF e.payload->>'saga_type' = 'order' THEN
+        PERFORM saga.check_order_event(e);
         PERFORM saga.release_stock(e.saga_id);
     END IF;
 END

@@ -145,11 +145,16 @@ record_failure(ClaimedDelivery *cd, ErrorData *edata)
 		Jsonb	   *extra = saga_jsonb_strings(1, "reason",
 											   edata->message ? edata->message : "unknown error");
 
+		bool		exists;
+		bool		into_saga = cd->has_saga_id &&
+			saga_may_act_for(cd->owner, cd->saga_id, &exists);
+
+		/* into the saga only if the subscriber acts for its owner */
 		saga_publish_event(cd->on_failure,
 						   DatumGetJsonbP(DirectFunctionCall2(jsonb_concat,
 															  JsonbPGetDatum(cd->payload),
 															  JsonbPGetDatum(extra))),
-						   cd->has_saga_id, cd->saga_id, cd->consumer,
+						   into_saga, cd->saga_id, cd->consumer,
 						   true, cd->event_id);
 	}
 	saga_count(strcmp(status, "dead") == 0 ? SAGA_COUNT_DEAD : SAGA_COUNT_RETRIES, 1);

@@ -84,6 +84,41 @@ static SagaPlan finish_plan = {
 	3, {INT8OID, TEXTOID, TEXTOID}
 };
 
+static SagaPlan owner_plan = {
+	"SELECT owner::oid FROM saga.instance WHERE id = $1",
+	1, {INT8OID}
+};
+
+/*
+ * May role act for the owner of a saga (publish into it, finish it)?
+ * A superuser may, without a look at the table.  *exists tells whether the
+ * saga exists (it is only looked up for other roles).
+ */
+bool
+saga_may_act_for(Oid role, int64 saga_id, bool *exists)
+{
+	Datum		arg = Int64GetDatum(saga_id);
+	Oid			save_userid;
+	int			save_sec_context;
+	bool		isnull;
+	Oid			owner;
+
+	*exists = true;
+	if (superuser_arg(role))
+		return true;
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	saga_begin_as_owner(&save_userid, &save_sec_context);
+	saga_execute(&owner_plan, &arg, NULL, false, 0);
+	saga_end_as_owner(save_userid, save_sec_context);
+	*exists = SPI_processed > 0;
+	owner = *exists ? DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+													 SPI_tuptable->tupdesc, 1, &isnull))
+		: InvalidOid;
+	SPI_finish();
+	return *exists && has_privs_of_role(role, owner);
+}
+
 static SagaPlan status_plan = {
 	"SELECT status, xmin FROM saga.instance WHERE id = $1",
 	1, {INT8OID}

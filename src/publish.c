@@ -189,11 +189,33 @@ saga_publish(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("payload must be a JSON object")));
 
-	/* saga id: given, else the one of the event being handled, else none */
+	/*
+	 * saga id: given, else the one of the event being handled, else none.
+	 * Only a role that acts for a saga's owner may publish into it: else
+	 * anyone allowed to publish could steer anyone's saga.  An inherited id
+	 * that the handler's role may not use is dropped: its event is then
+	 * published outside the saga.
+	 */
 	if (!PG_ARGISNULL(2))
+	{
+		bool		exists;
+
 		saga_id = PG_GETARG_INT64(2);
+		if (!saga_may_act_for(GetUserId(), saga_id, &exists))
+			ereport(ERROR,
+					(errcode(exists ? ERRCODE_INSUFFICIENT_PRIVILEGE : ERRCODE_NO_DATA_FOUND),
+					 exists ?
+					 errmsg("permission denied to publish into saga %lld", (long long) saga_id) :
+					 errmsg("saga %lld does not exist", (long long) saga_id),
+					 exists ? errdetail("Only a role acting for a saga's owner may publish its events.") : 0));
+	}
 	else if (cur != NULL && cur->has_saga_id)
+	{
+		bool		exists;
+
 		saga_id = cur->saga_id;
+		has_saga_id = saga_may_act_for(GetUserId(), saga_id, &exists);
+	}
 	else
 		has_saga_id = false;
 

@@ -202,6 +202,7 @@ extern Oid	saga_internal_owner(void);
 extern char *saga_check_name(FunctionCallInfo fcinfo, int argno, const char *what);
 extern double saga_deadline_ms(FunctionCallInfo fcinfo, int argno, bool *none);	/* instance.c */
 extern double saga_interval_ms(Interval *iv);	/* instance.c */
+extern bool saga_may_act_for(Oid role, int64 saga_id, bool *exists);	/* instance.c */
 extern int64 saga_purge_batch(double older_than_ms, int batch);	/* retention.c */
 
 /* publish.c */
