@@ -101,3 +101,4 @@ SELECT try(format('SELECT saga_await(%s, %L)', :mine, '1 second'));
 ROLLBACK;
 
 DROP EXTENSION saga CASCADE;
+DROP FUNCTION try(text);
