@@ -59,6 +59,9 @@ worker_detach(int code, Datum arg)
 /* Work that failed on a lock in the last batch is due again at once. */
 static bool retry_soon = false;
 
+/* When this worker last looked for sagas past their deadline. */
+static TimestampTz last_sweep = 0;
+
 /*
  * Run one batch in its own transaction.  Returns the number of deliveries
  * claimed, or -1 if the extension is no longer installed here.
@@ -111,12 +114,16 @@ worker_run_batch(void)
 	/*
 	 * Sagas past their deadline are aborted in a transaction of their own:
 	 * aborting one waits for its deliveries being handled elsewhere, which
-	 * must not happen while this worker holds deliveries of its own.
+	 * must not happen while this worker holds deliveries of its own.  Done
+	 * when the queue runs dry, and at least every poll interval under a
+	 * load that never lets it.
 	 */
-	if (r.claimed < saga_batch_size)
+	if (r.claimed < saga_batch_size ||
+		TimestampDifferenceExceeds(last_sweep, GetCurrentTimestamp(), saga_poll_interval))
 	{
 		int			aborted;
 
+		last_sweep = GetCurrentTimestamp();
 		SetCurrentStatementStartTimestamp();
 		StartTransactionCommand();
 		PushActiveSnapshot(GetTransactionSnapshot());
