@@ -41,7 +41,7 @@ static SagaPlan expired_plan = {
 	" WHERE status = 'pending' AND aborted_at IS NULL AND deadline <= now()"
 	" ORDER BY deadline"
 	" LIMIT $1",
-	1, {INT4OID}
+	1, {INT4OID}, NULL, true
 };
 
 static SagaPlan cancel_forward_plan = {

@@ -64,7 +64,7 @@ static SagaPlan claim_plan = {
 	" ORDER BY d.id"
 	" LIMIT $1"
 	"   FOR UPDATE OF d SKIP LOCKED",
-	1, {INT4OID}
+	1, {INT4OID}, NULL, true
 };
 
 static SagaPlan done_plan = {
@@ -302,6 +302,15 @@ saga_dispatch_batch(int limit)
 			result.failed++;
 		}
 		PG_END_TRY();
+
+		/*
+		 * Another transaction holds rows this batch needs.  Going on would
+		 * keep the locks of everything done so far while waiting more: end
+		 * the batch here, so that both make progress.  The deliveries not
+		 * handled are released at commit, and taken again.
+		 */
+		if (result.transient > 0)
+			break;
 	}
 
 	if (result.done > 0)

@@ -416,7 +416,7 @@ static SagaPlan claim_plan = {
 	" ORDER BY i.id"
 	" LIMIT $1"
 	"   FOR UPDATE OF i SKIP LOCKED",
-	1, {INT4OID}
+	1, {INT4OID}, NULL, true
 };
 
 static SagaPlan step_plan = {
@@ -854,7 +854,11 @@ saga_run_steps(int limit)
 		else
 			result.failed++;
 		if (transient)
+		{
+			/* end the batch, releasing its locks (see dispatch.c) */
 			result.transient++;
+			break;
+		}
 	}
 
 	SPI_finish();

@@ -46,7 +46,7 @@ static SagaPlan purge_sagas_plan = {
 	" sr AS (DELETE FROM saga.step_run r USING old WHERE r.saga_id = old.id)"
 	" UPDATE saga.instance i SET purged_at = clock_timestamp()"
 	"   FROM old WHERE i.id = old.id",
-	2, {FLOAT8OID, INT4OID}
+	2, {FLOAT8OID, INT4OID}, NULL, true
 };
 
 static SagaPlan purge_loose_events_plan = {
@@ -61,7 +61,7 @@ static SagaPlan purge_loose_events_plan = {
 	"     FOR UPDATE SKIP LOCKED),"
 	" dl AS (DELETE FROM saga.delivery d USING old WHERE d.event_id = old.id)"
 	" DELETE FROM saga.event e USING old WHERE e.id = old.id",
-	2, {FLOAT8OID, INT4OID}
+	2, {FLOAT8OID, INT4OID}, NULL, true
 };
 
 /* Is this database's extension at 1.1 or later (saga.instance.purged_at)? */

@@ -193,6 +193,7 @@ typedef struct SagaPlan
 	int			nargs;
 	Oid			argtypes[12];
 	SPIPlanPtr	plan;
+	bool		replan;			/* plan for the table as it is at each call */
 } SagaPlan;
 
 extern SPIPlanPtr saga_prepare(SagaPlan *p);

@@ -31,8 +31,14 @@ saga_prepare(SagaPlan *p)
 	{
 		SPIPlanPtr	plan;
 
+		/*
+		 * A queue's claim must not keep a generic plan made while the table
+		 * was empty (or small) and its statistics were not yet gathered:
+		 * planned again at each call, it sees the table's current size.
+		 */
 		PushOverrideSearchPath(&catalog_only_path);
-		plan = SPI_prepare(p->sql, p->nargs, p->argtypes);
+		plan = SPI_prepare_cursor(p->sql, p->nargs, p->argtypes,
+								  p->replan ? CURSOR_OPT_CUSTOM_PLAN : 0);
 		PopOverrideSearchPath();
 		if (plan == NULL)
 			elog(ERROR, "SPI_prepare failed for \"%s\": %s",

@@ -100,7 +100,8 @@ worker_run_batch(void)
 	}
 
 	r = saga_dispatch_batch(saga_batch_size);
-	s = saga_run_steps(saga_batch_size);
+	/* after a lock conflict, commit soon rather than take more locks */
+	s = r.transient > 0 ? (SagaBatchResult) {0, 0, 0, 0} : saga_run_steps(saga_batch_size);
 	r.claimed += s.claimed;
 	r.done += s.done;
 	r.failed += s.failed;
