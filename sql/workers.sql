@@ -138,6 +138,17 @@ SELECT sagas_started = (SELECT count(*) FROM saga.instance) AS started_counted,
        sagas_aborted, workers
   FROM saga_stats;
 
+-- A lock on the extension's tables (a TRUNCATE, an index build) delays the
+-- workers but does not kill them: only handlers give up on locks.
+SELECT string_agg(pid::text, ',' ORDER BY pid) AS pids_before FROM saga_workers_here \gset
+BEGIN;
+LOCK TABLE saga.delivery, saga.instance IN ACCESS EXCLUSIVE MODE;
+SELECT pg_sleep(1.5);
+COMMIT;
+SELECT saga_place_order('alice', 'widget', 1, 1.00) AS after_lock \gset
+SELECT saga_await(:after_lock);
+SELECT string_agg(pid::text, ',' ORDER BY pid) = :'pids_before' AS same_workers FROM saga_workers_here;
+
 -- saga.workers is reloaded on SIGHUP.
 ALTER SYSTEM SET saga.workers = 3;
 SELECT pg_reload_conf();

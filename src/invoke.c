@@ -83,6 +83,25 @@ saga_invoke_as(Oid role, FmgrInfo *flinfo, Datum arg, bool *isnull)
 						   SECURITY_RESTRICTED_OPERATION);
 	save_nestlevel = NewGUCNestLevel();
 
+	/*
+	 * In a worker, two batches that lock the same rows in different orders
+	 * would deadlock, and the deadlock detector only steps in after
+	 * deadlock_timeout, once per victim.  So the function waits for a lock
+	 * at most saga.lock_timeout: then it is retried in a later batch, and
+	 * its batch ends (dispatch.c).  Only the function: the worker's own
+	 * statements wait as long as it takes, so that a TRUNCATE or an index
+	 * build on the extension's tables delays the workers but does not fail
+	 * them.
+	 */
+	if (MySagaWorker != NULL && saga_lock_timeout > 0)
+	{
+		char		buf[32];
+
+		snprintf(buf, sizeof(buf), "%d", saga_lock_timeout);
+		(void) set_config_option("lock_timeout", buf, PGC_SUSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+	}
+
 	if (pg_proc_aclcheck(flinfo->fn_oid, role, ACL_EXECUTE) != ACLCHECK_OK)
 	{
 		char	   *rolename = GetUserNameFromId(role, true);

@@ -30,7 +30,6 @@
 #include "storage/ipc.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
-#include "utils/guc.h"
 #include "utils/inval.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -83,21 +82,6 @@ worker_run_batch(void)
 	}
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "saga: delivering events");
-
-	/*
-	 * Two workers' batches that lock the same rows in different orders
-	 * would deadlock, and the deadlock detector only steps in after
-	 * deadlock_timeout, once per victim.  Waiting briefly and retrying the
-	 * one delivery in a later batch keeps both workers moving.
-	 */
-	if (saga_lock_timeout > 0)
-	{
-		char		buf[32];
-
-		snprintf(buf, sizeof(buf), "%d", saga_lock_timeout);
-		(void) set_config_option("lock_timeout", buf, PGC_SUSET, PGC_S_SESSION,
-								 GUC_ACTION_LOCAL, true, 0, false);
-	}
 
 	r = saga_dispatch_batch(saga_batch_size);
 	/* after a lock conflict, commit soon rather than take more locks */
