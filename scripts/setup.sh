@@ -7,6 +7,11 @@
 # Run as root (re-runs itself with sudo otherwise).  Idempotent: a repeated
 # run installs no packages and just rebuilds and reinstalls the extension.
 #
+# It also installs the Node.js example's dependencies (examples/node: npm ci,
+# skipped when node_modules already matches package-lock.json), which
+# t/007_node_example.pl needs; Debian's nodejs and npm are installed if node
+# is missing.
+#
 # Environment: PG_CONFIG (default /usr/lib/postgresql/15/bin/pg_config).
 set -euo pipefail
 
@@ -66,6 +71,7 @@ trap 'rm -rf "$BUILD"' EXIT
 tar -C "$ROOT" \
     --exclude=./.git --exclude='./tmp_check*' --exclude=./results \
     --exclude=./log --exclude='*.o' --exclude='*.so' --exclude='*.bc' \
+    --exclude=./examples/node/node_modules \
     -cf - . | tar -C "$BUILD" -xf -
 
 say "building saga with $PG_CONFIG ($("$PG_CONFIG" --version))"
@@ -86,6 +92,32 @@ say "installing saga into $("$PG_CONFIG" --pkglibdir) and $("$PG_CONFIG" --share
 if ! make -C "$BUILD" --no-print-directory PG_CONFIG="$PG_CONFIG" install >"$BUILD/.install.log" 2>&1; then
     cat "$BUILD/.install.log" >&2
     die "make install failed"
+fi
+
+# --- The Node.js example's dependencies --------------------------------------
+
+# t/007_node_example.pl runs examples/node/place_order.js with the packages of
+# its package-lock.json, installed here in the tree (scripts/test.sh copies
+# the tree, node_modules included).  npm ci only when they are missing or the
+# lock file changed since the last run: a repeated run is fast and offline.
+NODE_DIR="$ROOT/examples/node"
+if [ -f "$NODE_DIR/package-lock.json" ]; then
+    if ! command -v node >/dev/null 2>&1; then
+        say "installing Debian packages: nodejs npm"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update
+        apt-get install -y --no-install-recommends nodejs npm </dev/null
+    fi
+    command -v npm >/dev/null 2>&1 || die "node is installed ($(command -v node)) but npm is not: install npm"
+    stamp="$NODE_DIR/node_modules/.saga-setup-lock.sha256"
+    want="$(sha256sum "$NODE_DIR/package-lock.json" | cut -d' ' -f1)"
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -f "$NODE_DIR/node_modules/pg/package.json" ]; then
+        say "examples/node: dependencies already installed (node $(node --version))"
+    else
+        say "examples/node: npm ci (node $(node --version), npm $(npm --version 2>/dev/null))"
+        (cd "$NODE_DIR" && npm ci --no-audit --no-fund </dev/null) || die "npm ci failed in examples/node"
+        echo "$want" >"$stamp"
+    fi
 fi
 
 say "setup done"
