@@ -28,6 +28,8 @@
 #include "commands/async.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "storage/ipc.h"
+#include "utils/guc.h"
 #include "nodes/pg_list.h"
 #include "utils/memutils.h"
 
@@ -190,14 +192,41 @@ saga_register_xact_callbacks(void)
 
 PG_FUNCTION_INFO_V1(saga_wake_launcher);
 
+/* A restoring session ended: its database's workers may start. */
+static void
+end_of_restore(int code, Datum arg)
+{
+	saga_resume_database(DatumGetObjectId(arg));
+}
+
 /*
  * saga_wake_launcher(): called by the extension's install script, so that
  * the launcher starts this database's workers once CREATE EXTENSION has
  * committed (not before: a worker would not see the extension yet).
+ *
+ * Unless this is a restore.  pg_dump's output turns check_function_bodies
+ * off before it creates extensions (an ordinary CREATE EXTENSION does not),
+ * then loads the extension's tables with COPY, each in its own transaction
+ * unless it is restored with --single-transaction.  Workers started at
+ * CREATE EXTENSION's commit would run the restored sagas against half-loaded
+ * tables (no paused consumers yet, no products, sequences not yet set).  So
+ * the database stays paused until the restoring session ends.
  */
 Datum
 saga_wake_launcher(PG_FUNCTION_ARGS)
 {
+	static bool restore_hook_set = false;
+
+	if (!check_function_bodies && SagaShmem != NULL)
+	{
+		saga_pause_database(MyDatabaseId);
+		if (!restore_hook_set)
+		{
+			before_shmem_exit(end_of_restore, ObjectIdGetDatum(MyDatabaseId));
+			restore_hook_set = true;
+		}
+		PG_RETURN_VOID();
+	}
 	saga_note_extension_created();
 	PG_RETURN_VOID();
 }
