@@ -228,6 +228,7 @@ extern void saga_note_published(void);
 extern void saga_note_finished(int64 saga_id);
 extern void saga_note_extension_created(void);
 extern void saga_resume_at_xact_end(Oid dboid);
+extern void saga_note_create_extension(bool restoring);
 extern void saga_wake_launcher_at_xact_end(void);
 extern void saga_forget_at_commit(Oid dboid);
 extern ConditionVariable *saga_await_cv(int64 saga_id);

@@ -27,6 +27,7 @@
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "tcop/utility.h"
+#include "utils/guc.h"
 
 #include "saga.h"
 
@@ -109,6 +110,11 @@ saga_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 {
 	bool		rescan = false;
 	Oid			paused = database_to_pause(pstmt->utilityStmt, &rescan);
+
+	/* a restore turns check_function_bodies off first (see wakeup.c) */
+	if (IsA(pstmt->utilityStmt, CreateExtensionStmt) &&
+		strcmp(((CreateExtensionStmt *) pstmt->utilityStmt)->extname, SAGA_EXTENSION) == 0)
+		saga_note_create_extension(!check_function_bodies);
 
 	/* the launcher looks at the database again when the transaction ends */
 	if (OidIsValid(paused))

@@ -29,7 +29,6 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
-#include "utils/guc.h"
 #include "nodes/pg_list.h"
 #include "utils/memutils.h"
 
@@ -205,19 +204,29 @@ end_of_restore(int code, Datum arg)
  * committed (not before: a worker would not see the extension yet).
  *
  * Unless this is a restore.  pg_dump's output turns check_function_bodies
- * off before it creates extensions (an ordinary CREATE EXTENSION does not),
- * then loads the extension's tables with COPY, each in its own transaction
- * unless it is restored with --single-transaction.  Workers started at
- * CREATE EXTENSION's commit would run the restored sagas against half-loaded
- * tables (no paused consumers yet, no products, sequences not yet set).  So
- * the database stays paused until the restoring session ends.
+ * off before it creates extensions (an ordinary CREATE EXTENSION does not;
+ * the utility hook looks, since PostgreSQL turns it off itself while it runs
+ * the install script), then loads the extension's tables with COPY, each in
+ * its own transaction unless it is restored with --single-transaction.
+ * Workers started at CREATE EXTENSION's commit would run the restored sagas
+ * against half-loaded tables (no paused consumers yet, no products,
+ * sequences not yet set).  So the database stays paused until the
+ * restoring session ends.
  */
+static bool creating_in_restore = false;
+
+void
+saga_note_create_extension(bool restoring)
+{
+	creating_in_restore = restoring;
+}
+
 Datum
 saga_wake_launcher(PG_FUNCTION_ARGS)
 {
 	static bool restore_hook_set = false;
 
-	if (!check_function_bodies && SagaShmem != NULL)
+	if (creating_in_restore && SagaShmem != NULL)
 	{
 		saga_pause_database(MyDatabaseId);
 		if (!restore_hook_set)
