@@ -7,6 +7,9 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use SagaTest;
 
 my $node = PostgreSQL::Test::Cluster->new('workers');
 $node->init;
@@ -20,22 +23,7 @@ restart_after_crash = on
 });
 $node->start;
 
-sub worker_pids
-{
-	my ($db) = @_;
-	my $pids = $node->safe_psql('postgres',
-		"SELECT string_agg(pid::text, ' ' ORDER BY pid) FROM pg_stat_activity "
-		  . "WHERE backend_type = 'saga worker' AND datname = '$db'");
-	return grep { $_ ne '' } split / /, $pids;
-}
 
-sub wait_workers
-{
-	my ($db, $n) = @_;
-	return $node->poll_query_until('postgres',
-		"SELECT count(*) = $n FROM pg_stat_activity "
-		  . "WHERE backend_type = 'saga worker' AND datname = '$db'");
-}
 
 # Every saga has ended, and balances and stock add up.
 sub check_invariants
@@ -63,17 +51,17 @@ $node->safe_psql('postgres', q{
 	SELECT saga_set_balance('alice', 10000);
 	SELECT saga_set_stock('widget', 300);
 });
-ok(wait_workers('postgres', 2), 'two workers serve the database');
+ok(wait_saga_workers($node, 'postgres', 2), 'two workers serve the database');
 
 # kill -9 one worker while a burst is in flight: the postmaster restarts
 # everything, and every saga still ends exactly once.
 $node->safe_psql('postgres',
 	"SELECT saga_place_order('alice', 'widget', 1, 1.00) FROM generate_series(1, 500)");
-my ($victim) = worker_pids('postgres');
+my ($victim) = saga_worker_pids($node, 'postgres');
 ok(kill('KILL', $victim), "killed worker $victim with SIGKILL");
 $node->poll_query_until('postgres', 'SELECT true')
   or die 'server did not come back after the crash';
-ok(wait_workers('postgres', 2), 'workers are back after the crash restart');
+ok(wait_saga_workers($node, 'postgres', 2), 'workers are back after the crash restart');
 ok( $node->poll_query_until('postgres',
 		"SELECT count(*) = 0 FROM saga_orders WHERE status = 'pending'"),
 	'every saga of the burst ended after the crash');
@@ -87,7 +75,7 @@ $node->safe_psql('postgres', q{
 	ALTER SYSTEM SET saga.workers = 0;
 	SELECT pg_reload_conf();
 });
-ok(wait_workers('postgres', 0), 'saga.workers = 0 stops the workers');
+ok(wait_saga_workers($node, 'postgres', 0), 'saga.workers = 0 stops the workers');
 $node->safe_psql('postgres', q{
 	SELECT saga_set_stock('widget', 50);
 	SELECT saga_place_order('alice', 'widget', 1, 2.00) FROM generate_series(1, 40);
@@ -117,18 +105,18 @@ my $late = $node->safe_psql('other', "SELECT saga_place_order('bob', 'thing', 1,
 is($node->safe_psql('other', "SELECT saga_await($late)"),
 	'completed', 'the new database is served');
 $node->safe_psql('other', 'DROP EXTENSION saga');
-ok(wait_workers('other', 0), 'DROP EXTENSION: its workers exit');
+ok(wait_saga_workers($node, 'other', 0), 'DROP EXTENSION: its workers exit');
 sleep(1);
-is(scalar(worker_pids('other')), 0, 'and are not restarted');
+is(scalar(saga_worker_pids($node, 'other')), 0, 'and are not restarted');
 $node->safe_psql('other', 'CREATE EXTENSION saga');
-ok(wait_workers('other', 2), 'CREATE EXTENSION again: workers are back');
+ok(wait_saga_workers($node, 'other', 2), 'CREATE EXTENSION again: workers are back');
 $node->safe_psql('postgres', 'DROP DATABASE other');
-ok(wait_workers('other', 0), 'DROP DATABASE succeeds and leaves no worker');
+ok(wait_saga_workers($node, 'other', 0), 'DROP DATABASE succeeds and leaves no worker');
 sleep(1);
 my $log = slurp_file($node->logfile, $log_offset);
 unlike($log, qr/ERROR|FATAL|PANIC/, 'no error in the log after the drops')
   or diag($log);
-is(scalar(worker_pids('postgres')), 2, 'the first database keeps its workers');
+is(scalar(saga_worker_pids($node, 'postgres')), 2, 'the first database keeps its workers');
 
 $node->stop;
 done_testing();

@@ -9,6 +9,9 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use SagaTest;
 use IPC::Run;
 use Time::HiRes qw(usleep time);
 
@@ -34,21 +37,7 @@ $node->start;
 
 my $started = time;
 
-sub worker_pids
-{
-	my $pids = $node->safe_psql('postgres',
-		"SELECT string_agg(pid::text, ' ' ORDER BY pid) FROM pg_stat_activity "
-		  . "WHERE backend_type = 'saga worker' AND datname = 'postgres'");
-	return grep { $_ ne '' } split / /, $pids;
-}
 
-sub wait_workers
-{
-	my ($n) = @_;
-	return $node->poll_query_until('postgres',
-		"SELECT count(*) = $n FROM pg_stat_activity "
-		  . "WHERE backend_type = 'saga worker' AND datname = 'postgres'");
-}
 
 # A query that lists violations: passes when it returns no row.
 sub no_rows
@@ -333,7 +322,7 @@ $node->safe_psql(
 	                    'InventoryReserved', 'InventoryReservationFailed',
 	                    'PaymentRefunded']) t;
 });
-ok(wait_workers(2), 'two workers serve the database');
+ok(wait_saga_workers($node, 'postgres', 2), 'two workers serve the database');
 
 ##############################################################################
 # Round 1: kill -9 of a worker in the middle of a batch.
@@ -351,8 +340,8 @@ reap_clients(@clients);
 
 $node->poll_query_until('postgres', 'SELECT true')
   or die 'server did not come back after the crash';
-ok(wait_workers(2), 'two workers are back after the crash restart');
-ok(!grep({ $_ == $victim } worker_pids()), 'the killed worker was replaced');
+ok(wait_saga_workers($node, 'postgres', 2), 'two workers are back after the crash restart');
+ok(!grep({ $_ == $victim } saga_worker_pids($node, 'postgres')), 'the killed worker was replaced');
 my $log = slurp_file($node->logfile, $log_offset);
 like(
 	$log,
@@ -379,7 +368,7 @@ diag(   "immediate shutdown: $pending sagas in flight ($pending_orch orchestrate
 	  . "$pending_deliveries deliveries pending at the stop");
 reap_clients(@clients);
 $node->start;
-ok(wait_workers(2), 'two workers are back after the immediate shutdown');
+ok(wait_saga_workers($node, 'postgres', 2), 'two workers are back after the immediate shutdown');
 my $placed2 = $node->safe_psql('postgres', 'SELECT count(*) FROM saga.orders') - $placed1;
 diag("immediate round: $placed2 orders committed by the clients before the stop");
 check_all('after immediate shutdown');

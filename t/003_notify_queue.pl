@@ -8,6 +8,9 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use SagaTest;
 use IPC::Run;
 use Time::HiRes qw(usleep time);
 
@@ -42,21 +45,7 @@ log_statement = none
 $node->start;
 my $started = time;
 
-sub worker_pids
-{
-	my $pids = $node->safe_psql('postgres',
-		"SELECT string_agg(pid::text, ' ' ORDER BY pid) FROM pg_stat_activity "
-		  . "WHERE backend_type = 'saga worker' AND datname = 'postgres'");
-	return grep { $_ ne '' } split / /, $pids;
-}
 
-sub wait_workers
-{
-	my ($n) = @_;
-	return $node->poll_query_until('postgres',
-		"SELECT count(*) = $n FROM pg_stat_activity "
-		  . "WHERE backend_type = 'saga worker' AND datname = 'postgres'");
-}
 
 # A psql session of our own, fed through a pipe: send() queues SQL,
 # query() waits for the result of one statement.
@@ -132,7 +121,7 @@ $node->safe_psql(
 	SELECT count(saga_set_balance('c' || i, 1000000)) FROM generate_series(0, 49) i;
 	SELECT count(saga_set_stock('p' || i, 1000000)) FROM generate_series(0, 19) i;
 });
-ok(wait_workers(2), 'two workers serve the database');
+ok(wait_saga_workers($node, 'postgres', 2), 'two workers serve the database');
 
 # Random customers and products; half the customers' orders are
 # orchestrated, the other half choreographed.
@@ -174,7 +163,7 @@ my $orders = burst(
 		# halfway, terminate a worker the way an operator would
 		if (!defined $killed_at && $elapsed > $BURST_SECONDS / 2)
 		{
-			($victim) = worker_pids();
+			($victim) = saga_worker_pids($node, 'postgres');
 			is(query($sampler, "SELECT pg_terminate_backend($victim)"),
 				't', "terminated worker $victim in the middle of the burst");
 			$killed_at = time;

@@ -7,6 +7,9 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use SagaTest;
 use Time::HiRes qw(usleep time);
 
 my $POISON = 50;
@@ -30,13 +33,6 @@ log_statement = none
 $node->start;
 my $started = time;
 
-sub worker_pids
-{
-	my $pids = $node->safe_psql('postgres',
-		"SELECT string_agg(pid::text, ' ' ORDER BY pid) FROM pg_stat_activity "
-		  . "WHERE backend_type = 'saga worker' AND datname = 'postgres'");
-	return grep { $_ ne '' } split / /, $pids;
-}
 
 # The worker's memory: /proc/<pid>/status (kB), and the total of its memory
 # contexts as pg_log_backend_memory_contexts() writes it to the log.
@@ -135,7 +131,7 @@ is($restarts, 0, 'the worker never exited');
 # Memory across 100k deliveries, all by one worker.
 ##############################################################################
 
-my ($pid) = worker_pids();
+my ($pid) = saga_worker_pids($node, 'postgres');
 $node->safe_psql('postgres',
 	"SELECT count(saga_publish('Tick', jsonb_build_object('i', i))) FROM generate_series(1, $WARMUP) i");
 $node->poll_query_until('postgres', "SELECT n = $WARMUP FROM ticks")
@@ -153,7 +149,7 @@ ok($node->poll_query_until('postgres', 'SELECT n = ' . ($WARMUP + $TICKS) . ' FR
 my $elapsed = time - $t0;
 is($node->safe_psql('postgres', "SELECT count(*) FROM saga.delivery WHERE status = 'pending'"),
 	'0', 'none is left pending');
-is(join(' ', worker_pids()), $pid, 'by the same worker, never restarted');
+is(join(' ', saga_worker_pids($node, 'postgres')), $pid, 'by the same worker, never restarted');
 my $after = memory_of($pid);
 
 my $fmt = sub {

@@ -9,6 +9,9 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use SagaTest;
 
 my $node = PostgreSQL::Test::Cluster->new('upgrade');
 $node->init;
@@ -29,13 +32,6 @@ sub q_db
 	return $node->safe_psql($dbname, $sql);
 }
 
-sub wait_workers
-{
-	my ($dbname, $n) = @_;
-	return $node->poll_query_until('postgres',
-		"SELECT count(*) = $n FROM pg_stat_activity "
-		  . "WHERE backend_type = 'saga worker' AND datname = '$dbname'");
-}
 
 # --- 1.0, with sagas in flight ------------------------------------------------
 
@@ -44,7 +40,7 @@ is(q_db($db, "SELECT extversion FROM pg_extension WHERE extname = 'saga'"),
 	'1.0', 'CREATE EXTENSION saga VERSION 1.0');
 is(q_db($db, "SELECT to_regclass('saga_stats') IS NULL AND to_regclass('saga_workers') IS NULL"),
 	't', '1.0 has no saga_stats, no saga_workers');
-ok(wait_workers($db, 2), 'two workers serve the 1.0 database');
+ok(wait_saga_workers($node, $db, 2), 'two workers serve the 1.0 database');
 
 # alice can pay for everything, bob for a few orders, carol for nothing;
 # widget has enough for every order, gadget has none: all three outcomes in
@@ -119,7 +115,7 @@ is( q_db($db,
 	't', '1.1 objects exist: saga_stats, saga_workers, saga_backlog, saga_trace_mermaid, saga_purge');
 
 # the workers are back (the update pauses them for its transaction only)
-ok(wait_workers($db, 2), 'two workers serve the database after the update');
+ok(wait_saga_workers($node, $db, 2), 'two workers serve the database after the update');
 ok( $node->poll_query_until($db,
 		"SELECT count(*) = 2 FROM saga_workers WHERE database = current_database()"),
 	'saga_workers shows the two workers');
@@ -311,7 +307,7 @@ like($members, qr/^function saga_trace_mermaid\(bigint\)\n/m,
 	'the members include function saga_trace_mermaid(bigint)');
 
 # the fresh database is served too
-ok(wait_workers('fresh', 2), 'two workers serve the fresh database');
+ok(wait_saga_workers($node, 'fresh', 2), 'two workers serve the fresh database');
 q_db('fresh', "SELECT saga_set_balance('dora', 10); SELECT saga_set_stock('thing', 2)");
 my $fresh_order = q_db('fresh', "SELECT saga_place_order('dora', 'thing', 1, 1.00, 'orchestration')");
 is(q_db('fresh', "SELECT saga_await($fresh_order)"), 'completed', 'an order completes in the fresh database');

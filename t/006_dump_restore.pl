@@ -15,6 +15,9 @@ use IPC::Run;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use SagaTest;
 
 my $node = PostgreSQL::Test::Cluster->new('dump');
 $node->init;
@@ -27,13 +30,6 @@ saga.poll_interval = 200
 });
 $node->start;
 
-sub wait_workers
-{
-	my ($dbname, $n) = @_;
-	return $node->poll_query_until('postgres',
-		"SELECT count(*) = $n FROM pg_stat_activity "
-		  . "WHERE backend_type = 'saga worker' AND datname = '$dbname'");
-}
 
 # as the superuser, or as the application role
 sub su { my ($dbname, $sql) = @_; return $node->safe_psql($dbname, $sql); }
@@ -63,7 +59,7 @@ su('shop', q{
 });
 is(su('shop', "SELECT extversion FROM pg_extension WHERE extname = 'saga'"), '1.1',
 	'the extension is 1.1');
-ok(wait_workers('shop', 2), 'two workers serve database shop');
+ok(wait_saga_workers($node, 'shop', 2), 'two workers serve database shop');
 
 # the application's sagas, in its own schema, as its own role
 app('shop', q{
@@ -282,7 +278,7 @@ is( su('restored',
 	'mailer:app signup:app', 'restored: the user\'s handlers run as the user');
 
 # the restored database is served
-ok(wait_workers('restored', 2), 'restored: two workers (pg_stat_activity)');
+ok(wait_saga_workers($node, 'restored', 2), 'restored: two workers (pg_stat_activity)');
 ok( $node->poll_query_until('restored',
 		"SELECT count(*) = 2 FROM saga_workers WHERE database = 'restored'"),
 	'restored: saga_workers shows them');
