@@ -68,6 +68,41 @@ SELECT seq, sender, receiver, message FROM saga_trace(:onofunds);
 SELECT seq, sender, receiver, regexp_replace(message, '/payments/\d+$', '/payments/<id>') AS message
   FROM saga_trace(:onostock);
 
+-- A batch goes on with what its own handlers publish, in the same
+-- transaction: a choreographed saga runs from event to event and commits
+-- once.  (Without saga.batch_time here: a new worker's first batches plan
+-- statements and compile handlers, which can take longer than that.)
+ALTER SYSTEM SET saga.batch_time = 0;
+SELECT pg_reload_conf();
+SELECT pg_sleep(0.5);
+SELECT saga_place_order('alice', 'widget', 1, 1.00) AS chained \gset
+SELECT saga_await(:chained) AS chained;
+SELECT count(*) AS deliveries, count(DISTINCT d.xmin::text) AS transactions
+  FROM saga.delivery d JOIN saga.event e ON e.id = d.event_id
+ WHERE e.saga_id = :chained;
+
+-- saga.batch_time: a batch commits once it has run that long, so that a
+-- slow handler does not keep the batch's row locks for long.  Ten
+-- deliveries whose handler takes 30 ms, with batches of at most 10 ms:
+-- each one commits in a transaction of its own.
+ALTER SYSTEM SET saga.batch_time = '10ms';
+SELECT pg_reload_conf();
+SELECT pg_sleep(0.5);
+CREATE FUNCTION slow_handler(e saga.event) RETURNS void LANGUAGE sql
+    AS $$ SELECT pg_sleep(0.03) $$;
+SELECT saga_subscribe('slowpoke', 'Slow', 'slow_handler(saga.event)') IS NOT NULL AS subscribed;
+SELECT count(saga_publish('Slow', jsonb_build_object('n', i))) AS published
+  FROM generate_series(1, 10) i;
+SELECT wait_for($$(SELECT count(*) FROM saga.delivery d
+                     JOIN saga.subscription s ON s.id = d.subscription_id
+                    WHERE s.consumer = 'slowpoke' AND d.status = 'done') = 10$$) AS slow_done;
+SELECT count(DISTINCT d.xmin::text) AS transactions
+  FROM saga.delivery d JOIN saga.subscription s ON s.id = d.subscription_id
+ WHERE s.consumer = 'slowpoke';
+SELECT saga_unsubscribe('slowpoke', 'Slow');
+ALTER SYSTEM RESET saga.batch_time;
+SELECT pg_reload_conf();
+
 -- A user-defined orchestrated saga whose compensation fails twice: the
 -- workers retry it with backoff until it succeeds.
 CREATE SEQUENCE undo_tries;

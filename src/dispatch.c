@@ -35,6 +35,17 @@
 
 SagaCurrentDelivery *saga_current_delivery = NULL;
 
+/* When the worker's current batch should commit (0: no limit). */
+TimestampTz saga_batch_deadline = 0;
+
+/* Has the current batch used up its time (saga.batch_time)? */
+bool
+saga_batch_out_of_time(void)
+{
+	return saga_batch_deadline != 0 &&
+		GetCurrentTimestamp() >= saga_batch_deadline;
+}
+
 /* One claimed delivery, copied out of SPI's memory. */
 typedef struct ClaimedDelivery
 {
@@ -73,7 +84,7 @@ static SagaPlan done_plan = {
 	"       delivered_at = u.at, seq = u.seq"
 	"  FROM unnest($1::bigint[], $2::bigint[], $3::timestamptz[]) AS u(id, seq, at)"
 	" WHERE d.id = u.id",
-	3, {INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID}
+	3, {INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID}, NULL, true
 };
 
 static SagaPlan failed_plan = {
@@ -309,7 +320,7 @@ saga_dispatch_batch(int limit)
 		 * the batch here, so that both make progress.  The deliveries not
 		 * handled are released at commit, and taken again.
 		 */
-		if (result.transient > 0)
+		if (result.transient > 0 || saga_batch_out_of_time())
 			break;
 	}
 

@@ -10,10 +10,11 @@
  * instance runs on the version it started with to its end.
  *
  * The runner claims instances due for work with FOR UPDATE SKIP LOCKED and
- * takes each one step further, in a subtransaction that also writes the
- * instance's new state and the step's record: the step's effects and the
- * saga's progress commit together, so after a crash the saga resumes at
- * the step it was on and no step runs twice.
+ * takes each as far as it can go in the batch's transaction, step after
+ * step, each step in a subtransaction that also writes the instance's new
+ * state and the step's record: the step's effects and the saga's progress
+ * commit together, so after a crash the saga resumes at the step it was on
+ * and no step runs twice.
  *
  * Outcomes of a step:
  *	- it returns: the next step is due (or the saga is completed);
@@ -421,7 +422,8 @@ static SagaPlan claim_plan = {
 
 static SagaPlan step_plan = {
 	"SELECT name, service, action::oid, compensation::oid, request,"
-	"       compensation_request"
+	"       compensation_request,"
+	"       EXISTS (SELECT FROM saga.paused_consumer p WHERE p.consumer = service)"
 	"  FROM saga.definition_step"
 	" WHERE definition = $1 AND version = $2 AND step_no = $3",
 	3, {TEXTOID, INT4OID, INT4OID}
@@ -469,6 +471,8 @@ typedef struct ClaimedSaga
 	char	   *reason;
 	int32		nsteps;
 	Oid			owner;
+	bool		settled;		/* completed or failed */
+	int			steps_run;		/* steps run on it in this batch */
 } ClaimedSaga;
 
 typedef struct StepDef
@@ -479,6 +483,7 @@ typedef struct StepDef
 	Oid			compensation;
 	char	   *request;
 	char	   *compensation_request;
+	bool		paused;			/* its service is paused */
 } StepDef;
 
 static bool
@@ -507,6 +512,7 @@ load_step(ClaimedSaga *cs, int step_no, StepDef *def)
 	d = SPI_getbinval(tup, desc, 6, &isnull);
 	def->compensation_request = isnull ?
 		psprintf("compensate %s", def->name) : TextDatumGetCString(d);
+	def->paused = DatumGetBool(SPI_getbinval(tup, desc, 7, &isnull));
 	return true;
 }
 
@@ -590,7 +596,15 @@ advance(ClaimedSaga *cs, Jsonb *data, int step, const char *phase,
 	else
 		nulls[5] = 'n';
 	saga_execute(&advance_plan, values, nulls, false, 0);
-	if (strcmp(status, "pending") != 0)
+
+	/* where the saga is now, for its next step in this batch */
+	cs->data = data;
+	cs->step = step;
+	cs->compensating = strcmp(phase, "compensating") == 0;
+	cs->attempts = 0;
+	cs->reason = reason ? pstrdup(reason) : NULL;
+	cs->settled = strcmp(status, "pending") != 0;
+	if (cs->settled)
 	{
 		saga_note_finished(cs->id);
 		saga_count(strcmp(status, "completed") == 0 ? SAGA_COUNT_COMPLETED : SAGA_COUNT_FAILED, 1);
@@ -636,12 +650,21 @@ merge_data(Jsonb *data, Datum result, bool isnull, Oid rettype)
 											  JsonbPGetDatum(add)));
 }
 
+/* What became of a saga's next step (run_one_step). */
+typedef enum StepOutcome
+{
+	STEP_MOVED_ON,				/* it succeeded or was rejected: the saga moved on */
+	STEP_FAILED,				/* it raised: tried again later */
+	STEP_PAUSED					/* not run: its service is paused */
+} StepOutcome;
+
 /*
- * Take one claimed saga one step further.  Returns true if the step
- * succeeded (or was rejected: a business outcome), false if it raised;
- * *transient tells whether that was a lock timeout or a deadlock.
+ * Take one claimed saga one step further.  *transient tells whether a
+ * step that raised hit a lock timeout or a deadlock.  A step whose service
+ * is paused is not run, unless the claim has checked that already (the
+ * saga's first step in this batch).
  */
-static bool
+static StepOutcome
 run_one_step(ClaimedSaga *cs, MemoryContext cxt, bool *transient_out)
 {
 	StepDef		def;
@@ -651,11 +674,14 @@ run_one_step(ClaimedSaga *cs, MemoryContext cxt, bool *transient_out)
 	char	   *request;
 	MemoryContext oldcxt = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
-	bool		ok = true;
+	ClaimedSaga before = *cs;
+	StepOutcome outcome = STEP_MOVED_ON;
 
 	if (!load_step(cs, cs->step, &def))
 		elog(ERROR, "step %d of saga \"%s\" version %d is missing",
 			 cs->step, cs->saga_type, cs->version);
+	if (def.paused && cs->steps_run > 0)
+		return STEP_PAUSED;
 	request = render_label(compensation ? def.compensation_request : def.request,
 						   cs->data);
 	request_seq = nextval_internal(get_relname_relid("trace_seq",
@@ -707,6 +733,8 @@ run_one_step(ClaimedSaga *cs, MemoryContext cxt, bool *transient_out)
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcxt);
 		CurrentResourceOwner = oldowner;
+		/* what the step's subtransaction wrote is gone: so is its progress */
+		*cs = before;
 
 		rejected = !compensation && edata->sqlerrcode == ERRCODE_SAGA_REJECTED;
 		transient = saga_error_is_transient(edata->sqlerrcode);
@@ -746,12 +774,13 @@ run_one_step(ClaimedSaga *cs, MemoryContext cxt, bool *transient_out)
 						 errdetail("Last error: %s", msg),
 						 errhint("Fix the cause, then call saga_retry(%lld).",
 								 (long long) cs->id)));
-			ok = false;
+			outcome = STEP_FAILED;
 		}
 		FreeErrorData(edata);
 	}
 	PG_END_TRY();
-	return ok;
+	cs->steps_run++;
+	return outcome;
 }
 
 static SagaPlan abort_look_plan = {
@@ -799,8 +828,9 @@ saga_abort_orchestrated(int64 saga_id, const char *reason)
 }
 
 /*
- * Claim up to limit orchestrated sagas due for a step and run one step of
- * each.  The caller is in a transaction with an active snapshot.
+ * Claim up to limit orchestrated sagas due for a step and run each as far
+ * as it goes.  The caller is in a transaction with an active snapshot.
+ * claimed counts sagas; done and failed count steps.
  */
 SagaBatchResult
 saga_run_steps(int limit)
@@ -844,21 +874,39 @@ saga_run_steps(int limit)
 		cs->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 10, &isnull));
 	}
 
+	/*
+	 * Each saga goes as far as it can: step after step in this transaction
+	 * until it ends, a step fails, or it reaches a paused service.  One
+	 * commit then covers all of a saga's steps instead of one each.  The
+	 * bound is a backstop; forward steps only go up and compensations only
+	 * down, so no saga needs more than twice its number of steps.
+	 */
 	for (i = 0; i < result.claimed; i++)
 	{
+		ClaimedSaga *cs = &claimed[i];
 		bool		transient = false;
 
-		CHECK_FOR_INTERRUPTS();
-		if (run_one_step(&claimed[i], batch_cxt, &transient))
-			result.done++;
-		else
-			result.failed++;
+		while (!cs->settled && cs->steps_run <= 2 * cs->nsteps)
+		{
+			StepOutcome outcome;
+
+			CHECK_FOR_INTERRUPTS();
+			outcome = run_one_step(cs, batch_cxt, &transient);
+			if (outcome == STEP_MOVED_ON)
+				result.done++;
+			else if (outcome == STEP_FAILED)
+				result.failed++;
+			if (outcome != STEP_MOVED_ON)
+				break;
+		}
 		if (transient)
 		{
 			/* end the batch, releasing its locks (see dispatch.c) */
 			result.transient++;
 			break;
 		}
+		if (saga_batch_out_of_time())
+			break;
 	}
 
 	SPI_finish();

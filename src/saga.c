@@ -31,7 +31,8 @@ int			saga_retry_backoff = 1000;
 int			saga_deadline = 0;
 int			saga_retention = 7 * 24 * 3600;
 int			saga_retention_batch = 1000;
-int			saga_lock_timeout = 50;
+int			saga_lock_timeout = 5;
+int			saga_batch_time = 10;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -70,6 +71,16 @@ _PG_init(void)
 							&saga_batch_size,
 							100, 1, 10000,
 							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("saga.batch_time",
+							"Longest time a worker spends on one batch before it commits.",
+							"A batch ends when it has handled saga.batch_size deliveries and steps "
+							"or after this long, whichever comes first: the row locks it holds are "
+							"then released soon, so other workers rarely wait for them.  0: no limit.",
+							&saga_batch_time,
+							10, 0, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("saga.poll_interval",
@@ -111,7 +122,7 @@ _PG_init(void)
 							"a handler that waits on another worker's batch gives up after this and "
 							"is retried in a later batch.  0 waits for ever.",
 							&saga_lock_timeout,
-							50, 0, INT_MAX,
+							5, 0, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 

@@ -46,6 +46,7 @@ extern int	saga_retry_backoff;
 extern int	saga_deadline;
 extern int	saga_retention;
 extern int	saga_lock_timeout;
+extern int	saga_batch_time;
 extern int	saga_retention_batch;
 
 /* ------------------------------------------------------------------------
@@ -86,6 +87,8 @@ typedef struct SagaDatabase
 	TimestampTz restart_after;	/* don't start workers before this */
 	int			failures;		/* consecutive abnormal worker exits */
 	pg_atomic_uint32 idle_workers;	/* workers asleep (or about to be) */
+	pg_atomic_uint32 notify_sent;	/* a NOTIFY is on its way to them */
+	int			listener;		/* slot of the worker that LISTENs, or -1 */
 	pg_atomic_uint64 counters[SAGA_NCOUNTERS];
 } SagaDatabase;
 
@@ -158,6 +161,8 @@ typedef struct SagaBatchResult
 } SagaBatchResult;
 
 extern SagaBatchResult saga_dispatch_batch(int limit);
+extern TimestampTz saga_batch_deadline;
+extern bool saga_batch_out_of_time(void);
 extern SagaBatchResult saga_run_steps(int limit);	/* orchestrate.c */
 
 /* The delivery being handled right now, for saga_publish's defaults. */
@@ -193,7 +198,8 @@ typedef struct SagaPlan
 	int			nargs;
 	Oid			argtypes[12];
 	SPIPlanPtr	plan;
-	bool		replan;			/* plan for the table as it is at each call */
+	bool		replan;			/* plan again now and then: a queue's claim */
+	TimestampTz planned_at;
 } SagaPlan;
 
 extern SPIPlanPtr saga_prepare(SagaPlan *p);
@@ -225,6 +231,7 @@ extern void saga_end_as_owner(Oid save_userid, int save_sec_context);
  */
 extern void saga_register_xact_callbacks(void);
 extern void saga_note_published(void);
+extern uint64 saga_work_noted;
 extern void saga_note_finished(int64 saga_id);
 extern void saga_note_extension_created(void);
 extern void saga_resume_at_xact_end(Oid dboid);

@@ -80,6 +80,7 @@ saga_shmem_startup(void)
 			int			c;
 
 			pg_atomic_init_u32(&SagaShmem->databases[i].idle_workers, 0);
+			pg_atomic_init_u32(&SagaShmem->databases[i].notify_sent, 0);
 			for (c = 0; c < SAGA_NCOUNTERS; c++)
 				pg_atomic_init_u64(&SagaShmem->databases[i].counters[c], 0);
 		}
@@ -128,6 +129,8 @@ saga_find_database(Oid dboid, bool create)
 	free_entry->restart_after = 0;
 	free_entry->failures = 0;
 	pg_atomic_write_u32(&free_entry->idle_workers, 0);
+	pg_atomic_write_u32(&free_entry->notify_sent, 0);
+	free_entry->listener = -1;
 	for (i = 0; i < SAGA_NCOUNTERS; i++)
 		pg_atomic_write_u64(&free_entry->counters[i], 0);
 	return free_entry;

@@ -5,13 +5,16 @@
  *
  * Three kinds of sleeper wait on a commit:
  *	- database workers, for events that were published: a NOTIFY on the
- *	  channel "saga" if a worker of this database is idle when the
- *	  transaction commits, else nothing (busy workers will find the events
- *	  themselves).  Sending NOTIFY only then matters: a transaction that has
- *	  NOTIFYed takes a database-wide lock in PreCommit_Notify, which would
- *	  serialise every committing publisher under load.  A worker that went
- *	  idle between our pre-commit look and the commit itself is woken
- *	  through its latch just after the commit, so no wake-up is lost;
+ *	  channel "saga" if the worker of this database that listens is idle
+ *	  when the transaction commits and no other transaction has sent one
+ *	  since it went idle, else nothing (busy workers will find the events
+ *	  themselves).  Sending NOTIFY that rarely matters: a transaction that
+ *	  has NOTIFYed takes a database-wide lock in PreCommit_Notify, which
+ *	  would serialise committing publishers under load.  A worker that is
+ *	  idle when we commit but was not sent our NOTIFY (another transaction
+ *	  claimed the sending, or the worker went idle after our pre-commit
+ *	  look) is woken through its latch just after the commit, so no
+ *	  wake-up is lost;
  *	- sessions in saga_await(), for sagas that finished: the condition
  *	  variable the saga's id hashes to is broadcast after the commit;
  *	- the launcher, after CREATE EXTENSION saga, after CREATE or DROP
@@ -56,10 +59,14 @@ saga_await_cv(int64 saga_id)
 	return &SagaShmem->await_cv[await_cv_index(saga_id)];
 }
 
+/* Work became due (an event, a saga to start or resume): count it. */
+uint64		saga_work_noted = 0;
+
 void
 saga_note_published(void)
 {
 	published_in_xact = true;
+	saga_work_noted++;
 }
 
 void
@@ -115,6 +122,30 @@ database_has_idle_worker(void)
 	return idle;
 }
 
+/*
+ * Should this committing transaction send the NOTIFY?  Only if the
+ * database's listening worker is idle, and only the first of the
+ * transactions that find it so: the worker then finds all of their events,
+ * so one NOTIFY is enough until a worker goes idle again (it clears the
+ * flag then).  Those that do not send it still wake an idle worker through
+ * its latch after their commit, which also covers a NOTIFY that never came
+ * (its sender failed to commit).
+ */
+static bool
+claim_notify(void)
+{
+	SagaDatabase *db;
+	bool		mine = false;
+
+	LWLockAcquire(SagaShmem->lock, LW_SHARED);
+	db = saga_find_database(MyDatabaseId, false);
+	if (db != NULL && db->listener >= 0 && SagaShmem->workers[db->listener].idle &&
+		pg_atomic_read_u32(&db->notify_sent) == 0)
+		mine = pg_atomic_exchange_u32(&db->notify_sent, 1) == 0;
+	LWLockRelease(SagaShmem->lock);
+	return mine;
+}
+
 static void
 reset_xact_state(bool commit)
 {
@@ -148,7 +179,7 @@ saga_xact_callback(XactEvent event, void *arg)
 	{
 		case XACT_EVENT_PRE_COMMIT:
 			if (published_in_xact && SagaShmem != NULL && MySagaWorker == NULL &&
-				database_has_idle_worker())
+				claim_notify())
 			{
 				Async_Notify(SAGA_NOTIFY_CHANNEL, NULL);
 				notified_in_xact = true;

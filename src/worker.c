@@ -2,17 +2,19 @@
  *
  * worker.c
  *	  A database worker: sleeps until there is work, then delivers events
- *	  in batches, one transaction per batch.
+ *	  and runs steps in batches, one transaction per batch.
  *
- * Waking up.  The worker LISTENs on the channel "saga" in-process
- * (Async_Listen; SQL LISTEN is refused in background workers) and drains
- * the notification queue with ProcessNotifyInterrupt() whenever a
- * notification arrives, so it never holds the queue's tail back.  Before
- * sleeping it marks itself idle and then looks for work once more; a
- * publishing transaction sends NOTIFY only if a worker of its database is
- * idle, so busy workers cost committing sessions nothing.  The poll
- * interval is the backstop for notifications lost in a crash, and the
- * worker processes whatever is pending as soon as it starts.
+ * Waking up.  One worker of each database LISTENs on the channel "saga"
+ * in-process (Async_Listen; SQL LISTEN is refused in background workers)
+ * and drains the notification queue with ProcessNotifyInterrupt() whenever
+ * a notification arrives, so it never holds the queue's tail back.  Before
+ * sleeping a worker marks itself idle and then looks for work once more; a
+ * publishing transaction sends NOTIFY only if the listener is idle and no
+ * NOTIFY is already on its way, and otherwise sets the latch of an idle
+ * worker after its commit, so busy workers cost committing sessions
+ * nothing (see wakeup.c).  The poll interval is the backstop for
+ * notifications lost in a crash, and the worker processes whatever is
+ * pending as soon as it starts.
  *
  * Between batches the worker holds no transaction and no snapshot.
  *
@@ -48,6 +50,9 @@ worker_detach(int code, Datum arg)
 	LWLockAcquire(SagaShmem->lock, LW_EXCLUSIVE);
 	if (MySagaWorker->idle && MySagaDatabase != NULL)
 		pg_atomic_fetch_sub_u32(&MySagaDatabase->idle_workers, 1);
+	if (MySagaDatabase != NULL &&
+		MySagaDatabase->listener == MySagaWorker - SagaShmem->workers)
+		MySagaDatabase->listener = -1;
 	saga_release_slot(MySagaWorker, code != 0);
 	LWLockRelease(SagaShmem->lock);
 	ConditionVariableBroadcast(&SagaShmem->slots_cv);
@@ -58,8 +63,32 @@ worker_detach(int code, Datum arg)
 /* Work that failed on a lock in the last batch is due again at once. */
 static bool retry_soon = false;
 
+/*
+ * Backing off after lock conflicts.  Two workers whose batches keep
+ * meeting on the same rows (a hot account, a best-selling product) only
+ * wait for each other: the one that met a conflict steps aside for a
+ * while, longer each time it meets one again, and the other gets on
+ * with the work.  A batch without conflicts ends the backing off, so
+ * workers whose sagas touch different rows keep working side by side.
+ */
+#define SAGA_BACKOFF_MIN_MS		2
+#define SAGA_BACKOFF_MAX_MS		64
+static int	conflict_backoff_ms = 0;
+
+static void
+worker_note_conflicts(bool conflict)
+{
+	if (!conflict)
+		conflict_backoff_ms = 0;
+	else if (conflict_backoff_ms == 0)
+		conflict_backoff_ms = SAGA_BACKOFF_MIN_MS;
+	else
+		conflict_backoff_ms = Min(conflict_backoff_ms * 2, SAGA_BACKOFF_MAX_MS);
+}
+
 /* When this worker last looked for sagas past their deadline. */
 static TimestampTz last_sweep = 0;
+#define SAGA_SWEEP_MS	100
 
 /*
  * Run one batch in its own transaction.  Returns the number of deliveries
@@ -70,6 +99,7 @@ worker_run_batch(void)
 {
 	SagaBatchResult r;
 	SagaBatchResult s;
+	int			round;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -83,27 +113,59 @@ worker_run_batch(void)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "saga: delivering events");
 
-	r = saga_dispatch_batch(saga_batch_size);
-	/* after a lock conflict, commit soon rather than take more locks */
-	s = r.transient > 0 ? (SagaBatchResult) {0, 0, 0, 0} : saga_run_steps(saga_batch_size);
-	r.claimed += s.claimed;
-	r.done += s.done;
-	r.failed += s.failed;
-	r.transient += s.transient;
+	/*
+	 * Rounds of deliveries and steps.  What a round's handlers publish is
+	 * pending (to this transaction only) when the next round looks, so a
+	 * choreographed saga goes from event to event in one transaction and
+	 * one commit, as an orchestrated one goes from step to step (within
+	 * saga_run_steps).  The first round looks for everything that is due;
+	 * the next ones only for the deliveries of what the previous round
+	 * published, and the rounds end when it published nothing, or the
+	 * batch is full or out of time, or after a lock conflict: then commit
+	 * soon rather than take more locks.  Work that others committed in the
+	 * meantime is the next batch's.
+	 */
+	r = (SagaBatchResult) {0, 0, 0, 0};
+	saga_batch_deadline = saga_batch_time > 0 ?
+		TimestampTzPlusMilliseconds(GetCurrentTimestamp(), saga_batch_time) : 0;
+	for (round = 0;; round++)
+	{
+		int			room = saga_batch_size - r.claimed;
+		uint64		noted = saga_work_noted;
+		SagaBatchResult d;
 
+		d = saga_dispatch_batch(room);
+		s = (SagaBatchResult) {0, 0, 0, 0};
+		if (round == 0 && d.transient == 0 && room > d.claimed)
+			s = saga_run_steps(room - d.claimed);
+		r.claimed += d.claimed + s.claimed;
+		r.done += d.done + s.done;
+		r.failed += d.failed + s.failed;
+		r.transient += d.transient + s.transient;
+		if (saga_work_noted == noted || r.transient > 0 ||
+			r.claimed >= saga_batch_size || saga_batch_out_of_time())
+			break;
+		CHECK_FOR_INTERRUPTS();
+	}
+
+	saga_batch_deadline = 0;
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	pgstat_report_stat(false);
 	retry_soon = r.transient > 0;
+	if (r.claimed > 0)
+		worker_note_conflicts(r.transient > 0);
 
 	/*
 	 * Sagas past their deadline are aborted in a transaction of their own:
 	 * aborting one waits for its deliveries being handled elsewhere, which
 	 * must not happen while this worker holds deliveries of its own.  Done
-	 * when the queue runs dry, and at least every poll interval under a
-	 * load that never lets it.
+	 * when the queue runs dry (at most every SAGA_SWEEP_MS: a deadline is
+	 * not kept to the millisecond), and at least every poll interval under
+	 * a load that never lets it.
 	 */
-	if (r.claimed < saga_batch_size ||
+	if ((r.claimed < saga_batch_size &&
+		 TimestampDifferenceExceeds(last_sweep, GetCurrentTimestamp(), SAGA_SWEEP_MS)) ||
 		TimestampDifferenceExceeds(last_sweep, GetCurrentTimestamp(), saga_poll_interval))
 	{
 		int			aborted;
@@ -170,6 +232,31 @@ worker_purge(void)
 	}
 }
 
+/*
+ * One worker of the database listens.  A NOTIFY wakes every listener, and
+ * a second worker woken for the same event would only find it taken: the
+ * others are woken through their latches (wakeup.c), and all of them poll.
+ * When the listener exits, the next worker to look listens in its place.
+ * Called in a transaction.
+ */
+static bool listening = false;
+
+static void
+worker_take_listening(void)
+{
+	int			me = MySagaWorker - SagaShmem->workers;
+
+	if (listening)
+		return;
+	LWLockAcquire(SagaShmem->lock, LW_EXCLUSIVE);
+	if (MySagaDatabase->listener < 0)
+		MySagaDatabase->listener = me;
+	listening = MySagaDatabase->listener == me;
+	LWLockRelease(SagaShmem->lock);
+	if (listening)
+		Async_Listen(SAGA_NOTIFY_CHANNEL);
+}
+
 static void
 worker_set_idle(bool idle)
 {
@@ -177,7 +264,11 @@ worker_set_idle(bool idle)
 		return;
 	MySagaWorker->idle = idle;
 	if (idle)
+	{
+		/* the next publisher to commit sends a NOTIFY again (wakeup.c) */
+		pg_atomic_write_u32(&MySagaDatabase->notify_sent, 0);
 		pg_atomic_fetch_add_u32(&MySagaDatabase->idle_workers, 1);
+	}
 	else
 		pg_atomic_fetch_sub_u32(&MySagaDatabase->idle_workers, 1);
 }
@@ -218,7 +309,7 @@ saga_worker_main(Datum main_arg)
 		saga_mark_database(dboid, SAGA_DB_ABSENT);
 		proc_exit(0);
 	}
-	Async_Listen(SAGA_NOTIFY_CHANNEL);
+	worker_take_listening();
 	CommitTransactionCommand();
 	saga_mark_database(dboid, SAGA_DB_ACTIVE);
 
@@ -236,9 +327,15 @@ saga_worker_main(Datum main_arg)
 		if (MySagaWorker->stop_requested)
 			break;
 
-		/* Read (and drop) the notifications that woke us. */
+		/*
+		 * Read (and drop) the notifications that woke us; the next
+		 * publisher that finds us idle may send another.
+		 */
 		if (notifyInterruptPending)
+		{
 			ProcessNotifyInterrupt(false);
+			pg_atomic_write_u32(&MySagaDatabase->notify_sent, 0);
+		}
 
 		claimed = worker_run_batch();
 		if (claimed < 0)
@@ -252,6 +349,13 @@ saga_worker_main(Datum main_arg)
 		if (claimed > 0)
 		{
 			worker_set_idle(false);
+			if (retry_soon && conflict_backoff_ms > 0)
+			{
+				/* step aside; wake-ups from publishers do not cut it short */
+				pgstat_report_activity(STATE_IDLE, NULL);
+				(void) WaitLatch(NULL, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+								 conflict_backoff_ms, PG_WAIT_EXTENSION);
+			}
 			continue;
 		}
 
@@ -267,6 +371,14 @@ saga_worker_main(Datum main_arg)
 		}
 
 		worker_purge();
+
+		/* the listener has gone: listen in its place */
+		if (!listening && MySagaDatabase->listener < 0)
+		{
+			StartTransactionCommand();
+			worker_take_listening();
+			CommitTransactionCommand();
+		}
 
 		pgstat_report_activity(STATE_IDLE, NULL);
 		(void) WaitLatch(MyLatch,
