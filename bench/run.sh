@@ -36,6 +36,9 @@
 #   BENCH_EXTENSION_VERSION CREATE EXTENSION saga VERSION ... (default: the control file's)
 #   BENCH_EXTRA_SETTINGS    more postgresql.conf lines, separated by ';' (none), e.g.
 #                           "saga.batch_size = 10; deadlock_timeout = '100ms'"
+#   BENCH_PROFILE           1: also load pg_stat_statements (track = all) and write
+#                           profile.md, the statements that took the most time in
+#                           the throughput runs (this slows every run a little)
 set -euo pipefail
 
 SELF="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")"
@@ -45,7 +48,7 @@ PGBIN=/usr/lib/postgresql/15/bin
 
 ENV_VARS=(BENCH_ORDERS BENCH_REPS BENCH_CLIENTS BENCH_LATENCY_SECONDS BENCH_BASELINE_SECONDS
           BENCH_IDLE_SECONDS BENCH_WORKERS BENCH_PORT BENCH_DRAIN_TIMEOUT BENCH_SKIP_SETUP
-          BENCH_EXTENSION_VERSION BENCH_EXTRA_SETTINGS)
+          BENCH_EXTENSION_VERSION BENCH_EXTRA_SETTINGS BENCH_PROFILE)
 
 if [ "$(id -u)" -ne 0 ]; then
     if command -v sudo >/dev/null 2>&1; then
@@ -67,7 +70,7 @@ DRAIN_TIMEOUT="${BENCH_DRAIN_TIMEOUT:-900}"
 SKIP_SETUP="${BENCH_SKIP_SETUP:-0}"
 EXT_VERSION="${BENCH_EXTENSION_VERSION:-}"
 EXTRA_SETTINGS="${BENCH_EXTRA_SETTINGS:-}"
-[[ "$EXT_VERSION" =~ ^[0-9A-Za-z._-]*$ ]] || die "BENCH_EXTENSION_VERSION: not a version: '$EXT_VERSION'"
+PROFILE="${BENCH_PROFILE:-0}"
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() {
@@ -85,6 +88,8 @@ posint BENCH_IDLE_SECONDS "$IDLE_SECONDS"
 posint BENCH_WORKERS "$WORKERS"
 posint BENCH_PORT "$FIRST_PORT"
 posint BENCH_DRAIN_TIMEOUT "$DRAIN_TIMEOUT"
+[[ "$EXT_VERSION" =~ ^[0-9A-Za-z._-]*$ ]] || die "BENCH_EXTENSION_VERSION: not a version: '$EXT_VERSION'"
+[[ "$PROFILE" =~ ^[01]$ ]] || die "BENCH_PROFILE must be 0 or 1, not '$PROFILE'"
 read -r -a CLIENT_LIST <<<"$CLIENTS"
 [ "${#CLIENT_LIST[@]}" -gt 0 ] || die "BENCH_CLIENTS is empty"
 for c in "${CLIENT_LIST[@]}"; do posint "BENCH_CLIENTS (each)" "$c"; done
@@ -199,10 +204,11 @@ SETTINGS=(
     "full_page_writes = on"
     "max_connections = 100"
     "max_worker_processes = 16"
-    "shared_preload_libraries = 'saga'"
+    "shared_preload_libraries = '$([ "$PROFILE" = 1 ] && echo 'saga, pg_stat_statements' || echo saga)'"
     "saga.workers = $WORKERS"
     "log_lock_waits = on"
 )
+[ "$PROFILE" = 1 ] && SETTINGS+=("pg_stat_statements.track = all" "pg_stat_statements.max = 1000")
 IFS=';' read -r -a extra <<<"$EXTRA_SETTINGS"
 for line in "${extra[@]}"; do
     line="$(echo "$line" | sed -E 's/^[[:space:]]+|[[:space:]]+$//g')"
@@ -225,6 +231,8 @@ as_postgres "${PSQL[@]}" -d postgres -c 'CREATE DATABASE bench' >/dev/null
 as_postgres "${PSQL[@]}" -d bench -c "CREATE EXTENSION saga${EXT_VERSION:+ VERSION '$EXT_VERSION'}" >/dev/null \
     || die "CREATE EXTENSION saga failed"
 as_postgres "${PSQL[@]}" -d bench -o /dev/null <"$BENCH/sql/schema.sql"
+[ "$PROFILE" = 1 ] && { as_postgres "${PSQL[@]}" -d bench -c 'CREATE EXTENSION pg_stat_statements' >/dev/null \
+    || die "CREATE EXTENSION pg_stat_statements failed"; }
 
 # The workers of database bench, once the launcher has started them.
 for i in $(seq 1 300); do
@@ -405,6 +413,28 @@ for rep in $(seq 1 "$REPS"); do
         done
     done
 done
+
+# Where the time of the throughput runs went, by statement (BENCH_PROFILE=1):
+# the workers' own statements, the handlers' and steps' (nested), and the
+# clients' placements and baselines.
+if [ "$PROFILE" = 1 ]; then
+    {
+        echo "# Statements by total execution time, all throughput runs ($STAMP)"
+        echo
+        echo "pg_stat_statements with track = all: nested statements (inside handlers,"
+        echo "steps and functions) are counted on their own and in their callers."
+        echo
+        echo "| calls | total ms | mean ms | rows/call | statement |"
+        echo "|---:|---:|---:|---:|---|"
+        q "SELECT format('| %s | %s | %s | %s | %s |', calls, round(total_exec_time::numeric),
+                         round(mean_exec_time::numeric, 3), round(rows::numeric / calls, 1),
+                         replace(left(regexp_replace(query, '\s+', ' ', 'g'), 140), '|', '\|'))
+             FROM pg_stat_statements
+            WHERE dbid = (SELECT oid FROM pg_database WHERE datname = 'bench')
+            ORDER BY total_exec_time DESC LIMIT 30"
+    } >"$OUT/profile.md"
+    say "wrote $OUT/profile.md"
+fi
 
 # Latency at a fixed offered rate: half the best median throughput of the
 # pattern, with the client count that reached it.

@@ -73,6 +73,10 @@ CREATE TABLE bench.reservation (
 -- (b): the lower bound of the work: insert the order, charge (update the
 -- account, insert the payment), reserve (update the product, insert the
 -- reservation), mark it complete -- in the caller's one transaction.
+-- The order's id is the sequence's currval(); the final UPDATE compares
+-- with it through a sub-select, which is evaluated once and lets the
+-- primary key be used (currval() is volatile: compared directly, it would
+-- make the UPDATE scan the whole table for each order).
 CREATE FUNCTION bench.order_once(customer text, product text, quantity integer, amount numeric)
 RETURNS bigint
 LANGUAGE sql
@@ -86,7 +90,7 @@ AS $$
     INSERT INTO bench.reservation (order_id, product, quantity)
     VALUES (currval('bench.order_id_seq'), $2, $3);
     UPDATE bench.orders SET status = 'completed', finished_at = clock_timestamp()
-     WHERE id = currval('bench.order_id_seq');
+     WHERE id = (SELECT currval('bench.order_id_seq'));
     SELECT currval('bench.order_id_seq');
 $$;
 
