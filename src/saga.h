@@ -200,6 +200,7 @@ typedef struct SagaPlan
 	SPIPlanPtr	plan;
 	bool		replan;			/* plan again now and then: a queue's claim */
 	TimestampTz planned_at;
+	int			uses;			/* executions since planned_at */
 } SagaPlan;
 
 extern SPIPlanPtr saga_prepare(SagaPlan *p);

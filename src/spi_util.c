@@ -34,16 +34,21 @@ static OverrideSearchPath catalog_only_path = {NIL, true, false, 0};
  * deliveries it handled keep the hash join over a sequential scan that was
  * best for an empty table (in a profile, 1.3 ms per batch and growing with
  * the table).  Planning them at every call instead costs as much as
- * running them.  So such a plan is kept for a second, then made again for
- * the tables as they are now.
+ * running them.  So such a plan is kept for a second of work (a few
+ * executions), then made again for the tables as they are now.  An idle
+ * worker, looking once per poll interval, plans again once a minute.
  */
-#define SAGA_REPLAN_MS	1000
+#define SAGA_REPLAN_MS			1000
+#define SAGA_REPLAN_USES		10
+#define SAGA_REPLAN_IDLE_MS		(60 * 1000)
 
 SPIPlanPtr
 saga_prepare(SagaPlan *p)
 {
 	if (p->plan != NULL && p->replan &&
-		TimestampDifferenceExceeds(p->planned_at, GetCurrentTimestamp(), SAGA_REPLAN_MS))
+		TimestampDifferenceExceeds(p->planned_at, GetCurrentTimestamp(),
+								   p->uses >= SAGA_REPLAN_USES ?
+								   SAGA_REPLAN_MS : SAGA_REPLAN_IDLE_MS))
 	{
 		SPI_freeplan(p->plan);
 		p->plan = NULL;
@@ -63,7 +68,9 @@ saga_prepare(SagaPlan *p)
 			elog(ERROR, "SPI_keepplan failed");
 		p->plan = plan;
 		p->planned_at = GetCurrentTimestamp();
+		p->uses = 0;
 	}
+	p->uses++;
 	return p->plan;
 }
 
