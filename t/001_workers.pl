@@ -11,17 +11,11 @@ use FindBin;
 use lib $FindBin::RealBin;
 use SagaTest;
 
-my $node = PostgreSQL::Test::Cluster->new('workers');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'saga'
-max_worker_processes = 16
+my $node = saga_node('workers', q{
 saga.workers = 2
 saga.poll_interval = 200
 restart_after_crash = on
 });
-$node->start;
 
 
 

@@ -20,12 +20,7 @@ my $CLIENTS = 3;
 my $CUSTOMERS = 50;    # per round
 my $PRODUCTS = 20;     # per round
 
-my $node = PostgreSQL::Test::Cluster->new('crash_safety');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'saga'
-max_worker_processes = 16
+my $node = saga_node('crash_safety', q{
 max_connections = 40
 saga.workers = 2
 saga.poll_interval = 200
@@ -33,7 +28,6 @@ restart_after_crash = on
 log_statement = none
 log_lock_waits = on
 });
-$node->start;
 
 my $started = time;
 

@@ -31,18 +31,12 @@ my $RATE = 250;
 my $PAGES = 1024 * 1024;
 my $BOUND_PAGES = 4;
 
-my $node = PostgreSQL::Test::Cluster->new('notify_queue');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'saga'
-max_worker_processes = 16
+my $node = saga_node('notify_queue', q{
 max_connections = 40
 saga.workers = 2
 saga.poll_interval = 200
 log_statement = none
 });
-$node->start;
 my $started = time;
 
 

@@ -18,19 +18,13 @@ my $WARMUP = 5_000;
 my $TICKS = 100_000;
 my $MAX_GROWTH_KB = 20 * 1024;
 
-my $node = PostgreSQL::Test::Cluster->new('poison');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'saga'
-max_worker_processes = 16
+my $node = saga_node('poison', q{
 saga.workers = 1
 saga.poll_interval = 200
 saga.max_attempts = 3
 saga.retry_backoff = 10
 log_statement = none
 });
-$node->start;
 my $started = time;
 
 

@@ -13,16 +13,10 @@ use FindBin;
 use lib $FindBin::RealBin;
 use SagaTest;
 
-my $node = PostgreSQL::Test::Cluster->new('upgrade');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'saga'
-max_worker_processes = 16
+my $node = saga_node('upgrade', q{
 saga.workers = 2
 saga.poll_interval = 200
 });
-$node->start;
 
 my $db = 'postgres';
 

@@ -19,16 +19,10 @@ use FindBin;
 use lib $FindBin::RealBin;
 use SagaTest;
 
-my $node = PostgreSQL::Test::Cluster->new('dump');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'saga'
-max_worker_processes = 16
+my $node = saga_node('dump', q{
 saga.workers = 2
 saga.poll_interval = 200
 });
-$node->start;
 
 
 # as the superuser, or as the application role

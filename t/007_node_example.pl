@@ -13,6 +13,9 @@ use IPC::Run;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use SagaTest;
 
 my $example = abs_path(dirname(__FILE__) . '/../examples/node');
 my $script = "$example/place_order.js";
@@ -35,16 +38,10 @@ my $version = `$nodejs --version`;
 chomp $version;
 note("node $version at $nodejs");
 
-my $node = PostgreSQL::Test::Cluster->new('node_example');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'saga'
-max_worker_processes = 16
+my $node = saga_node('node_example', q{
 saga.workers = 2
 saga.poll_interval = 200
 });
-$node->start;
 $node->safe_psql('postgres', 'CREATE DATABASE shop');
 $node->safe_psql('shop', 'CREATE EXTENSION saga');
 ok( $node->poll_query_until('postgres',

@@ -5,7 +5,21 @@ use strict;
 use warnings;
 
 use Exporter 'import';
-our @EXPORT = qw(saga_worker_pids wait_saga_workers);
+use PostgreSQL::Test::Cluster;
+our @EXPORT = qw(saga_node saga_worker_pids wait_saga_workers);
+
+# A started cluster with the extension's library preloaded, room for its
+# workers, and the test's own settings (postgresql.conf lines) after that.
+sub saga_node
+{
+	my ($name, $settings) = @_;
+	my $node = PostgreSQL::Test::Cluster->new($name);
+	$node->init;
+	$node->append_conf('postgresql.conf',
+		"shared_preload_libraries = 'saga'\nmax_worker_processes = 16\n" . ($settings // ''));
+	$node->start;
+	return $node;
+}
 
 # The pids of the saga workers serving a database, in ascending order.
 sub saga_worker_pids
