@@ -118,12 +118,12 @@ worker_run_batch(void)
 	 * pending (to this transaction only) when the next round looks, so a
 	 * choreographed saga goes from event to event in one transaction and
 	 * one commit, as an orchestrated one goes from step to step (within
-	 * saga_run_steps).  The first round looks for everything that is due;
-	 * the next ones only for the deliveries of what the previous round
-	 * published, and the rounds end when it published nothing, or the
-	 * batch is full or out of time, or after a lock conflict: then commit
-	 * soon rather than take more locks.  Work that others committed in the
-	 * meantime is the next batch's.
+	 * saga_run_steps).  The first round looks for deliveries and steps;
+	 * another round follows only if the last one published something, and
+	 * claims due deliveries again (those of its events among them).  The
+	 * rounds end when the last one published nothing, or the batch is full
+	 * or out of time, or after a lock conflict: then commit soon rather
+	 * than take more locks.
 	 */
 	r = (SagaBatchResult) {0, 0, 0, 0};
 	saga_batch_deadline = saga_batch_time > 0 ?
