@@ -83,53 +83,33 @@ fi
 
 # --- A throwaway cluster ----------------------------------------------------
 
-port_in_use() {
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    [ -e "/tmp/.s.PGSQL.$1.lock" ] || [ -e "/var/run/postgresql/.s.PGSQL.$1.lock" ] && return 0
-    "$PGBIN/pg_isready" -q -h 127.0.0.1 -p "$1" >/dev/null 2>&1 && return 0
-    return 1
-}
-PORT="$FIRST_PORT"
-for _ in $(seq 1 100); do
-    port_in_use "$PORT" || break
-    PORT=$((PORT + 1))
-done
-port_in_use "$PORT" && die "no free port found from $FIRST_PORT on"
+# shellcheck source=bench/lib.sh
+. "$BENCH/lib.sh"
+PORT=$(free_port "$FIRST_PORT") || die "no free port found from $FIRST_PORT on"
 
 STAMP="$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$BENCH/results"
 REPORT="$BENCH/results/retention-$STAMP.md"
-TMP="$(mktemp -d /tmp/saga-retention.XXXXXX)"
-DATA="$TMP/data"
-LOG="$TMP/server.log"
-
-as_postgres() {
-    (cd "$TMP" && runuser -u postgres -- env -u PGHOST -u PGPORT -u PGUSER -u PGDATABASE \
-        -u PGDATA -u PGSERVICE -u PGOPTIONS -u LC_ALL LANG=C.UTF-8 HOME="$TMP" "$@")
-}
+TMP=
+DATA=
+LOG=
 cleanup() {
     local status=$?
     trap - EXIT INT TERM
-    if [ "$status" -ne 0 ] && [ -s "$LOG" ]; then
+    if [ "$status" -ne 0 ] && [ -n "$LOG" ] && [ -s "$LOG" ]; then
         echo "retention.sh: last lines of the server log:" >&2
         tail -n 30 "$LOG" >&2
     fi
-    if [ -f "$DATA/postmaster.pid" ]; then
-        as_postgres "$PGBIN/pg_ctl" -D "$DATA" -m fast -w -t 60 stop >/dev/null 2>&1 \
-            || as_postgres "$PGBIN/pg_ctl" -D "$DATA" -m immediate -w stop >/dev/null 2>&1 || true
-    fi
-    rm -rf "$TMP"
+    cluster_stop
+    [ -n "$TMP" ] && rm -rf "$TMP"
     exit "$status"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-chown postgres: "$TMP"
-chmod 755 "$TMP"
 
-say "creating a throwaway cluster in $DATA (port $PORT)"
-as_postgres "$PGBIN/initdb" -D "$DATA" -U postgres -A trust -E UTF8 --locale=C.UTF-8 --no-instructions \
-    >"$TMP/initdb.log" 2>&1 || { cat "$TMP/initdb.log" >&2; die "initdb failed"; }
+cluster_make saga-retention
+say "created a throwaway cluster in $DATA (port $PORT)"
 # Sized like bench/run.sh's cluster; synchronous_commit is off because the
 # subject is the tables' size, not the commit rate.
 SETTINGS=(
@@ -144,17 +124,7 @@ SETTINGS=(
     "shared_preload_libraries = 'saga'"
     "saga.workers = $WORKERS"
 )
-{
-    echo
-    echo "# bench/retention.sh"
-    echo "port = $PORT"
-    echo "listen_addresses = ''"
-    echo "unix_socket_directories = '$TMP'"
-    printf '%s\n' "${SETTINGS[@]}"
-} >>"$DATA/postgresql.conf"
-as_postgres "$PGBIN/pg_ctl" -D "$DATA" -l "$LOG" -w -t 120 start >/dev/null || die "the server did not start"
-
-PSQL=("$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$TMP" -p "$PORT" -U postgres)
+cluster_start "${SETTINGS[@]}"
 q() { as_postgres "${PSQL[@]}" -d bench -At -c "$1"; }
 
 as_postgres "${PSQL[@]}" -d postgres -c 'CREATE DATABASE bench' >/dev/null
@@ -163,13 +133,8 @@ q 'CREATE EXTENSION saga' >/dev/null
 # product with no stock (charged, fails inventory, refunded); 80% complete.
 q "SELECT saga_set_balance('c' || i, CASE WHEN i <= 100 THEN 0 ELSE 1000000000 END) FROM generate_series(1, 1000) i;
    SELECT saga_set_stock('p' || i, CASE WHEN i <= 10 THEN 0 ELSE 1000000000 END) FROM generate_series(1, 100) i" >/dev/null
-for i in $(seq 1 300); do
-    n=$(q "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'saga worker' AND datname = 'bench'")
-    [ "$n" -ge "$WORKERS" ] && break
-    [ "$i" -eq 300 ] && die "the saga workers did not start ($n of $WORKERS)"
-    sleep 0.1
-done
-say "cluster up: $(q 'SHOW server_version'), saga $(q "SELECT extversion FROM pg_extension WHERE extname = 'saga'"), $n workers"
+wait_workers bench "$WORKERS"
+say "cluster up: $(q 'SHOW server_version'), saga $(q "SELECT extversion FROM pg_extension WHERE extname = 'saga'"), $WORKERS workers"
 
 cat >"$TMP/place.pgbench" <<'EOF'
 \set r random(1, 100)

@@ -117,19 +117,9 @@ command -v gnuplot >/dev/null 2>&1 || die "gnuplot is not available"
 
 # --- A throwaway cluster ----------------------------------------------------
 
-port_in_use() {
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    [ -e "/tmp/.s.PGSQL.$1.lock" ] || [ -e "/var/run/postgresql/.s.PGSQL.$1.lock" ] && return 0
-    "$PGBIN/pg_isready" -q -h 127.0.0.1 -p "$1" >/dev/null 2>&1 && return 0
-    ss -Hltn "sport = :$1" 2>/dev/null | grep -q . && return 0
-    return 1
-}
-PORT="$FIRST_PORT"
-for _ in $(seq 1 100); do
-    port_in_use "$PORT" || break
-    PORT=$((PORT + 1))
-done
-port_in_use "$PORT" && die "no free port found from $FIRST_PORT on"
+# shellcheck source=bench/lib.sh
+. "$BENCH/lib.sh"
+PORT=$(free_port "$FIRST_PORT") || die "no free port found from $FIRST_PORT on"
 
 STAMP="$(date +%Y%m%d-%H%M%S)"
 OUT="$BENCH/results/$STAMP"
@@ -137,18 +127,10 @@ mkdir -p "$OUT"
 RAW="$OUT/raw.csv"
 echo "kind,rep,clients,value,placement_tps,seconds,orders,deadlocks,retries" >"$RAW"
 
-# Under /tmp: the postgres user must reach it, and the socket path must be short.
-TMP="$(mktemp -d /tmp/saga-bench.XXXXXX)"
-DATA="$TMP/data"
-LOG="$TMP/server.log"
-SAMPLER_STOP="$TMP/sampler.run"
-SAMPLES="$TMP/queue_usage.txt"
+TMP=
+DATA=
+LOG=
 SAMPLER_PID=
-
-as_postgres() {
-    (cd "$TMP" && runuser -u postgres -- env -u PGHOST -u PGPORT -u PGUSER -u PGDATABASE \
-        -u PGDATA -u PGSERVICE -u PGOPTIONS -u LC_ALL LANG=C.UTF-8 HOME="$TMP" "$@")
-}
 
 stop_sampler() {
     if [ -n "$SAMPLER_PID" ]; then
@@ -162,30 +144,26 @@ cleanup() {
     local status=$?
     trap - EXIT INT TERM
     stop_sampler
-    if [ -s "$LOG" ]; then
+    if [ -n "$LOG" ] && [ -s "$LOG" ]; then
         cp "$LOG" "$OUT/server.log" 2>/dev/null && chmod 644 "$OUT/server.log" || true
         if [ "$status" -ne 0 ]; then
             echo "run.sh: last lines of the server log ($OUT/server.log):" >&2
             tail -n 30 "$LOG" >&2
         fi
     fi
-    if [ -f "$DATA/postmaster.pid" ]; then
-        as_postgres "$PGBIN/pg_ctl" -D "$DATA" -m fast -w -t 60 stop >/dev/null 2>&1 \
-            || as_postgres "$PGBIN/pg_ctl" -D "$DATA" -m immediate -w stop >/dev/null 2>&1 || true
-    fi
-    rm -rf "$TMP"
+    cluster_stop
+    [ -n "$TMP" ] && rm -rf "$TMP"
     [ "$status" -ne 0 ] && echo "run.sh: exit status $status; partial results in $OUT" >&2
     exit "$status"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-chown postgres: "$TMP"
-chmod 755 "$TMP"
 
-say "creating a throwaway cluster in $DATA (port $PORT); results go to $OUT"
-as_postgres "$PGBIN/initdb" -D "$DATA" -U postgres -A trust -E UTF8 --locale=C.UTF-8 --no-instructions \
-    >"$TMP/initdb.log" 2>&1 || { cat "$TMP/initdb.log" >&2; die "initdb failed"; }
+cluster_make saga-bench
+SAMPLER_STOP="$TMP/sampler.run"
+SAMPLES="$TMP/queue_usage.txt"
+say "created a throwaway cluster in $DATA (port $PORT); results go to $OUT"
 
 # The settings of the run; every one of them is reported.  Sized for a
 # 2-core, 24 GB machine; durability as shipped (fsync, synchronous_commit on).
@@ -214,17 +192,7 @@ for line in "${extra[@]}"; do
     line="$(echo "$line" | sed -E 's/^[[:space:]]+|[[:space:]]+$//g')"
     [ -n "$line" ] && SETTINGS+=("$line")
 done
-{
-    echo
-    echo "# bench/run.sh"
-    echo "port = $PORT"
-    echo "listen_addresses = ''"
-    echo "unix_socket_directories = '$TMP'"
-    printf '%s\n' "${SETTINGS[@]}"
-} >>"$DATA/postgresql.conf"
-as_postgres "$PGBIN/pg_ctl" -D "$DATA" -l "$LOG" -w -t 120 start >/dev/null || die "the server did not start"
-
-PSQL=("$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$TMP" -p "$PORT" -U postgres)
+cluster_start "${SETTINGS[@]}"
 q() { as_postgres "${PSQL[@]}" -d bench -At -c "$1"; }
 
 as_postgres "${PSQL[@]}" -d postgres -c 'CREATE DATABASE bench' >/dev/null
@@ -235,13 +203,8 @@ as_postgres "${PSQL[@]}" -d bench -o /dev/null <"$BENCH/sql/schema.sql"
     || die "CREATE EXTENSION pg_stat_statements failed"; }
 
 # The workers of database bench, once the launcher has started them.
-for i in $(seq 1 300); do
-    n=$(q "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'saga worker' AND datname = 'bench'")
-    [ "$n" -ge "$WORKERS" ] && break
-    [ "$i" -eq 300 ] && die "the saga workers of database bench did not start ($n of $WORKERS)"
-    sleep 0.1
-done
-say "cluster up: $(q 'SHOW server_version'), saga $(q "SELECT extversion FROM pg_extension WHERE extname = 'saga'"), $n saga workers in database bench"
+wait_workers bench "$WORKERS"
+say "cluster up: $(q 'SHOW server_version'), saga $(q "SELECT extversion FROM pg_extension WHERE extname = 'saga'"), $WORKERS saga workers in database bench"
 
 # --- Measurements -------------------------------------------------------------
 
@@ -309,15 +272,9 @@ stop_workers() {
     die "the saga workers did not stop with saga.workers = 0 ($n still running)"
 }
 start_workers() {
-    local i n
     q "ALTER SYSTEM RESET saga.workers" >/dev/null
     q "SELECT pg_reload_conf()" >/dev/null
-    for i in $(seq 1 600); do
-        n=$(workers_running)
-        [ "$n" -ge "$WORKERS" ] && return 0
-        sleep 0.1
-    done
-    die "the saga workers did not start again ($n of $WORKERS running)"
+    wait_workers bench "$WORKERS"
 }
 # reset_saga: fresh saga tables and data, a checkpoint, the workers running.
 reset_saga() {
