@@ -9,7 +9,7 @@
  * caller's search_path cannot shadow an operator or function the statement
  * uses.  Plans are prepared once per backend and kept, except those whose
  * best plan depends on how big the queues are, which are prepared again
- * every SAGA_REPLAN_MS.
+ * now and then (see saga_prepare).
  *
  *-------------------------------------------------------------------------
  */
