@@ -19,7 +19,7 @@ OBJS = \
 	src/wakeup.o \
 	src/utility.o \
 	src/spi_util.o
-DATA = saga--1.0.sql saga--1.0--1.1.sql
+DATA = saga--1.0.sql saga--1.0--1.1.sql saga--1.1--1.2.sql
 PGFILEDESC = "saga - sagas inside PostgreSQL"
 
 PG_CPPFLAGS = -I$(srcdir)/src

@@ -1,4 +1,4 @@
-# ALTER EXTENSION saga UPDATE (1.0 -> 1.1) while sagas are in flight and the
+# ALTER EXTENSION saga UPDATE (1.0 -> 1.1, then 1.1 -> 1.2) while sagas are in flight and the
 # workers are running: the update goes through, the sagas in flight end
 # exactly once with balances and stock adding up, the workers come back and
 # log no error, and the upgraded extension has exactly the objects (and
@@ -90,7 +90,7 @@ my $update_out = q_db($db, qq{
 	                              CASE WHEN i % 2 = 0 THEN 'orchestration' ELSE 'choreography' END))
 	  FROM generate_series(1, $burst) i;
 	SELECT count(*) FROM saga_orders WHERE status = 'pending';
-	ALTER EXTENSION saga UPDATE;
+	ALTER EXTENSION saga UPDATE TO '1.1';
 	SELECT extversion FROM pg_extension WHERE extname = 'saga';});
 my @update_out = split /\n/, $update_out;
 is($update_out[0], $burst, "placed a burst of $burst orders right before the update");
@@ -130,6 +130,14 @@ is( q_db($db,
 is( q_db($db,
 		"SELECT pending, paused FROM saga_backlog WHERE kind = 'steps' AND consumer = 'inventory'"),
 	"$in_flight_orch|t", 'saga_backlog: the paused inventory service and its steps');
+
+# --- 1.1 -> 1.2, with the same sagas still in flight -----------------------------
+
+is( q_db($db, "ALTER EXTENSION saga UPDATE; SELECT extversion FROM pg_extension WHERE extname = 'saga'"),
+	'1.2', 'ALTER EXTENSION saga UPDATE went on to 1.2');
+ok(wait_saga_workers($node, $db, 2), 'two workers serve the database after the update to 1.2');
+is( q_db($db, "SELECT count(*) FROM saga_orders WHERE status = 'pending'"),
+	$in_flight, 'the sagas in flight are still waiting on inventory');
 
 # --- the sagas in flight end ---------------------------------------------------
 
@@ -206,7 +214,7 @@ unlike($log, qr/\b(ERROR|FATAL|PANIC):/, 'no ERROR, FATAL or PANIC in the log si
 $node->safe_psql('postgres', 'CREATE DATABASE fresh');
 q_db('fresh', 'CREATE EXTENSION saga');
 is(q_db('fresh', "SELECT extversion FROM pg_extension WHERE extname = 'saga'"),
-	'1.1', 'a fresh CREATE EXTENSION saga is 1.1');
+	'1.2', 'a fresh CREATE EXTENSION saga is 1.2');
 
 my %compare = (
 	'extension members' => q{

@@ -1,4 +1,4 @@
-# pg_dump / pg_restore of a database that uses saga (1.1): a user's own
+# pg_dump / pg_restore of a database that uses saga (1.2): a user's own
 # sagas (both patterns, functions in the user's schema), finished sagas and
 # sagas in flight (held by paused consumers).  The restored database has
 # every row exactly once -- the built-in subscriptions and definition, made
@@ -51,8 +51,8 @@ su('shop', q{
 	SELECT saga_set_stock('widget', 100);
 	SELECT saga_set_stock('gadget', 0);
 });
-is(su('shop', "SELECT extversion FROM pg_extension WHERE extname = 'saga'"), '1.1',
-	'the extension is 1.1');
+is(su('shop', "SELECT extversion FROM pg_extension WHERE extname = 'saga'"), '1.2',
+	'the extension is 1.2');
 ok(wait_saga_workers($node, 'shop', 2), 'two workers serve database shop');
 
 # the application's sagas, in its own schema, as its own role
@@ -244,8 +244,8 @@ my ($restore_out, $restore_err) = ('', '');
 	  or diag("pg_restore: $restore_err");
 	note("pg_restore printed: $restore_err") if $restore_err ne '';
 }
-is(su('restored', "SELECT extversion FROM pg_extension WHERE extname = 'saga'"), '1.1',
-	'restored: the extension is 1.1');
+is(su('restored', "SELECT extversion FROM pg_extension WHERE extname = 'saga'"), '1.2',
+	'restored: the extension is 1.2');
 
 # Right after the restore, before anything is resumed: exactly the same rows.
 my $after = table_digests('restored');
