@@ -24,7 +24,13 @@
  *	  backoff up to saga.max_attempts, then treated as a rejection.
  * A compensation that raises is retried likewise, never skipped; after
  * saga.max_attempts the saga is marked 'stuck' for a person to look at,
- * and saga_retry() resumes it.
+ * and saga_retry() resumes it.  Every failed attempt is kept in step_run
+ * (outcome 'retry'), so that the trace shows it.
+ *
+ * A saga's deadline is checked before each forward step starts and when
+ * it ends: a step that ends past the deadline is compensated with the
+ * steps before it, and no further step starts.  (The deadline sweep in
+ * abort.c skips sagas being run, whose lock the runner holds.)
  *
  *-------------------------------------------------------------------------
  */
@@ -403,7 +409,8 @@ saga_retry(PG_FUNCTION_ARGS)
 
 static SagaPlan claim_plan = {
 	"SELECT i.id, i.saga_type, i.definition_version, i.step, i.phase, i.data,"
-	"       i.attempts, i.reason, d.steps, d.owner::oid"
+	"       i.attempts, i.reason, d.steps, d.owner::oid, i.deadline,"
+	"       i.aborted_at IS NOT NULL"
 	"  FROM saga.instance i"
 	"  JOIN saga.definition d"
 	"    ON d.name = i.saga_type AND d.version = i.definition_version"
@@ -452,6 +459,17 @@ static SagaPlan retry_later_plan = {
 static SagaPlan step_run_plan = {
 	"INSERT INTO saga.step_run (saga_id, step_no, step, service, kind, outcome,"
 	"                           request, detail, request_seq, response_seq,"
+	"                           started_at, finished_at, attempt)"
+	" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, nextval('saga.trace_seq'),"
+	"         $10, clock_timestamp(), $11)",
+	11, {INT8OID, INT4OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
+	INT8OID, TIMESTAMPTZOID, INT4OID}
+};
+
+/* The same before 1.2: no attempt number, and no failed attempts kept. */
+static SagaPlan step_run_plan_1_1 = {
+	"INSERT INTO saga.step_run (saga_id, step_no, step, service, kind, outcome,"
+	"                           request, detail, request_seq, response_seq,"
 	"                           started_at, finished_at)"
 	" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, nextval('saga.trace_seq'),"
 	"         $10, clock_timestamp())",
@@ -471,6 +489,9 @@ typedef struct ClaimedSaga
 	char	   *reason;
 	int32		nsteps;
 	Oid			owner;
+	bool		has_deadline;
+	TimestampTz deadline;
+	bool		aborted;		/* by its deadline or saga_cancel() */
 	bool		settled;		/* completed or failed */
 	int			steps_run;		/* steps run on it in this batch */
 } ClaimedSaga;
@@ -559,8 +580,8 @@ record_step_run(ClaimedSaga *cs, int step_no, StepDef *def, bool compensation,
 				const char *outcome, const char *request, const char *detail,
 				int64 request_seq, TimestampTz started_at)
 {
-	Datum		values[10];
-	char		nulls[10];
+	Datum		values[11];
+	char		nulls[11];
 
 	memset(nulls, ' ', sizeof(nulls));
 	values[0] = Int64GetDatum(cs->id);
@@ -576,7 +597,11 @@ record_step_run(ClaimedSaga *cs, int step_no, StepDef *def, bool compensation,
 		nulls[7] = 'n';
 	values[8] = Int64GetDatum(request_seq);
 	values[9] = TimestampTzGetDatum(started_at);
-	saga_execute(&step_run_plan, values, nulls, false, 0);
+	values[10] = Int32GetDatum(cs->attempts + 1);
+	if (saga_schema_is_1_2())
+		saga_execute(&step_run_plan, values, nulls, false, 0);
+	else if (strcmp(outcome, "retry") != 0)
+		saga_execute(&step_run_plan_1_1, values, nulls, false, 0);
 }
 
 static void
@@ -631,6 +656,27 @@ start_compensating(ClaimedSaga *cs, Jsonb *data, int step_no, const char *reason
 		advance(cs, data, 0, "done", "failed", reason);
 }
 
+/* Has the saga's deadline passed, and is it not aborted yet? */
+static bool
+past_deadline(ClaimedSaga *cs)
+{
+	return cs->has_deadline && !cs->aborted && !cs->compensating &&
+		GetCurrentTimestamp() >= cs->deadline;
+}
+
+/*
+ * The deadline passed while the saga was going forward: abort it and
+ * compensate the steps before step_no, last first.
+ */
+static void
+abort_at_deadline(ClaimedSaga *cs, Jsonb *data, int step_no)
+{
+	saga_mark_aborted(cs->id, "deadline exceeded");
+	cs->aborted = true;
+	start_compensating(cs, data, step_no, "deadline exceeded");
+	saga_count(SAGA_COUNT_ABORTED, 1);
+}
+
 /* Merge a step's result into the data. */
 static Jsonb *
 merge_data(Jsonb *data, Datum result, bool isnull, Oid rettype)
@@ -675,7 +721,7 @@ run_one_step(ClaimedSaga *cs, MemoryContext cxt, bool *transient_out)
 	MemoryContext oldcxt = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
 	ClaimedSaga before = *cs;
-	StepOutcome outcome = STEP_MOVED_ON;
+	volatile StepOutcome outcome = STEP_MOVED_ON;
 
 	if (!load_step(cs, cs->step, &def))
 		elog(ERROR, "step %d of saga \"%s\" version %d is missing",
@@ -705,7 +751,9 @@ run_one_step(ClaimedSaga *cs, MemoryContext cxt, bool *transient_out)
 
 		record_step_run(cs, cs->step, &def, compensation, "ok", request, NULL,
 						request_seq, started_at);
-		if (!compensation && cs->step + 1 < cs->nsteps)
+		if (past_deadline(cs))
+			abort_at_deadline(cs, data, cs->step + 1);	/* this step too */
+		else if (!compensation && cs->step + 1 < cs->nsteps)
 			advance(cs, data, cs->step + 1, "forward", "pending", NULL);
 		else if (!compensation)
 			advance(cs, data, cs->step + 1, "done", "completed", NULL);
@@ -739,9 +787,7 @@ run_one_step(ClaimedSaga *cs, MemoryContext cxt, bool *transient_out)
 		rejected = !compensation && edata->sqlerrcode == ERRCODE_SAGA_REJECTED;
 		transient = saga_error_is_transient(edata->sqlerrcode);
 		exhausted = !transient && cs->attempts + 1 >= saga_max_attempts;
-		msg = psprintf("%s (SQLSTATE %s)",
-					   edata->message ? edata->message : "unknown error",
-					   unpack_sql_state(edata->sqlerrcode));
+		msg = saga_error_text(edata);
 
 		if (rejected || (!compensation && exhausted))
 		{
@@ -756,6 +802,10 @@ run_one_step(ClaimedSaga *cs, MemoryContext cxt, bool *transient_out)
 		{
 			Datum		values[5];
 
+			/* the attempt, for the trace; a lock conflict is not one */
+			if (!transient)
+				record_step_run(cs, cs->step, &def, compensation, "retry", request,
+								msg, request_seq, started_at);
 			values[0] = Int64GetDatum(cs->id);
 			values[1] = CStringGetTextDatum(msg);
 			/* a compensation is never skipped: a person must look at it */
@@ -872,6 +922,10 @@ saga_run_steps(int limit)
 		cs->reason = isnull ? NULL : TextDatumGetCString(d);
 		cs->nsteps = DatumGetInt32(SPI_getbinval(tup, desc, 9, &isnull));
 		cs->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 10, &isnull));
+		d = SPI_getbinval(tup, desc, 11, &isnull);
+		cs->has_deadline = !isnull;
+		cs->deadline = isnull ? 0 : DatumGetTimestampTz(d);
+		cs->aborted = DatumGetBool(SPI_getbinval(tup, desc, 12, &isnull));
 	}
 
 	/*
@@ -891,6 +945,12 @@ saga_run_steps(int limit)
 			StepOutcome outcome;
 
 			CHECK_FOR_INTERRUPTS();
+			if (past_deadline(cs))
+			{
+				/* no step starts after the deadline */
+				abort_at_deadline(cs, cs->data, cs->step);
+				continue;
+			}
 			outcome = run_one_step(cs, batch_cxt, &transient);
 			if (outcome == STEP_MOVED_ON)
 				result.done++;
