@@ -144,6 +144,21 @@ SELECT saga_subscribe('nobody', 'NeverHandled', 'saga.order_on_payment_failed(sa
 SELECT saga_begin('limbo') AS limbo \gset
 SELECT saga_await(:limbo, '200 milliseconds');
 SELECT saga_unsubscribe('nobody', 'NeverHandled');
+-- Cancelled with nobody listening, it has failed at once; cancelled with
+-- only a compensation listening, a saga fails once the workers ran it,
+-- although no handler calls saga_fail(), and saga_await sees it.
+SELECT saga_cancel(:limbo, 'nobody listens');
+SELECT saga_await(:limbo, '5 s'), reason FROM saga_instances WHERE id = :limbo;
+CREATE TABLE errand_undone (saga_id bigint);
+CREATE FUNCTION undo_errand(e saga.event) RETURNS void LANGUAGE sql
+    AS $$ INSERT INTO errand_undone VALUES (e.saga_id) $$;
+SELECT saga_subscribe('errands', 'SagaAborted', 'undo_errand(saga.event)',
+                      forward => false, saga_type => 'errand') > 0 AS subscribed;
+SELECT saga_begin('errand') AS errand \gset
+SELECT saga_cancel(:errand, 'changed my mind');
+SELECT saga_await(:errand, '10 s') AS errand, reason FROM saga_instances WHERE id = :errand;
+SELECT count(*) AS undone FROM errand_undone WHERE saga_id = :errand;
+SELECT saga_unsubscribe('errands', 'SagaAborted');
 
 -- A burst: 200 orders, half of them orchestrated, all awaited.
 SELECT count(*) FROM (SELECT saga_set_balance('c' || i, 1000) FROM generate_series(1, 20) i) t;
