@@ -103,6 +103,24 @@ SELECT saga_unsubscribe('slowpoke', 'Slow');
 ALTER SYSTEM RESET saga.batch_time;
 SELECT pg_reload_conf();
 
+-- A long orchestrated saga keeps to saga.batch_size like any other work:
+-- 50 steps with batches of at most 10 take at least five transactions
+-- (each step notes the transaction it ran in).
+ALTER SYSTEM SET saga.batch_size = 10;
+SELECT pg_reload_conf();
+SELECT pg_sleep(0.5);
+CREATE TABLE step_xact (saga_id bigint, xact xid8);
+CREATE FUNCTION note_xact(data jsonb) RETURNS jsonb LANGUAGE sql
+    AS $$ INSERT INTO step_xact VALUES ((data->>'saga_id')::bigint, pg_current_xact_id()) RETURNING NULL::jsonb $$;
+SELECT saga_define('fifty', VARIADIC (SELECT array_agg(saga_step('s' || i, 'note_xact(jsonb)'))
+                                       FROM generate_series(1, 50) i)) AS version;
+SELECT saga_start('fifty') AS fifty \gset
+SELECT saga_await(:fifty) AS fifty;
+SELECT count(*) AS steps, count(DISTINCT xact) >= 5 AS five_or_more_transactions
+  FROM step_xact WHERE saga_id = :fifty;
+ALTER SYSTEM RESET saga.batch_size;
+SELECT pg_reload_conf();
+
 -- A user-defined orchestrated saga whose compensation fails twice: the
 -- workers retry it with backoff until it succeeds.
 CREATE SEQUENCE undo_tries;
