@@ -47,6 +47,7 @@ extern int	saga_deadline;
 extern int	saga_retention;
 extern int	saga_lock_timeout;
 extern int	saga_batch_time;
+extern int	saga_batch_bytes;
 extern int	saga_retention_batch;
 
 /* ------------------------------------------------------------------------
