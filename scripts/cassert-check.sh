@@ -19,8 +19,10 @@
 #   2. builds it with --enable-cassert --enable-debug --enable-tap-tests
 #      into a private prefix (several minutes; done once, then reused);
 #   3. builds and installs the extension against it, in a copy of this
-#      tree, and runs `make installcheck` there as the postgres OS user
-#      (pg_regress suites, the workers suite, isolation specs, TAP tests);
+#      tree, and runs `make installcheck` there as the postgres OS user,
+#      one kind of suite at a time (the workers suite, the pg_regress
+#      suites, the isolation specs, the TAP tests), so that a failing one
+#      does not keep the others from running;
 #   4. looks through every server log for failed assertions (TRAP), backends
 #      killed by a signal, memory-context complaints and resource leaks.
 # Its last line is "cassert check: passed" or "cassert check: FAILED (...)".
@@ -143,20 +145,50 @@ echo "==> building the extension against the assert-enabled server"
 as_postgres make -C "$TREE" --no-print-directory -s PG_CONFIG="$PG_CONFIG" \
     COPT="-Werror" all install
 
-echo "==> make $* (as postgres, in $TREE)"
-set +e
-(cd "$TREE" && as_postgres make --no-print-directory PG_CONFIG="$PG_CONFIG" \
-    "$@" </dev/null) 2>&1 | tee "$CASSERT_DIR/installcheck.out"
-status=${PIPESTATUS[0]}
-set -e
+# Each kind of suite in a make run of its own, so that a failure in one
+# does not keep the others from running; their logs are kept apart (the
+# pg_regress runs write to the same log/ directory).
+if [ "$#" -gt 0 ] && [ "$1" != installcheck ] || [ "$#" -gt 1 ]; then
+    steps=("custom")
+else
+    steps=(workers regress isolation tap)
+fi
+LOGS="$CASSERT_DIR/logs"
+rm -rf "$LOGS"
+mkdir -p "$LOGS"
+: >"$CASSERT_DIR/installcheck.out"
+failed_steps=()
+for step in "${steps[@]}"; do
+    case $step in
+        custom)    args=("$@") ;;
+        workers)   args=(installcheck-workers) ;;
+        regress)   args=(installcheck REGRESS_WORKERS= ISOLATION= TAP_TESTS=) ;;
+        isolation) args=(installcheck REGRESS= REGRESS_WORKERS= TAP_TESTS=) ;;
+        tap)       args=(installcheck REGRESS= REGRESS_WORKERS= ISOLATION=) ;;
+    esac
+    echo "==> [$step] make ${args[*]} (as postgres, in $TREE)"
+    rm -rf "$TREE/log" "$TREE/regression.diffs" "$TREE/output_iso"
+    set +e
+    (cd "$TREE" && as_postgres make --no-print-directory PG_CONFIG="$PG_CONFIG" \
+        "${args[@]}" </dev/null) 2>&1 | tee -a "$CASSERT_DIR/installcheck.out"
+    status=${PIPESTATUS[0]}
+    set -e
+    mkdir -p "$LOGS/$step"
+    for d in log output_iso/log tmp_check/log; do
+        [ -d "$TREE/$d" ] && cp -r "$TREE/$d" "$LOGS/$step/${d//\//_}"
+    done
+    for f in regression.diffs output_iso/regression.diffs; do
+        [ -f "$TREE/$f" ] && cp "$TREE/$f" "$LOGS/$step/${f//\//_}"
+    done
+    [ "$status" -eq 0 ] || failed_steps+=("$step")
+done
 
 # --- 4. What the assert-enabled server said ----------------------------------
 
 logs=()
 while IFS= read -r -d '' f; do
     logs+=("$f")
-done < <(find "$TREE" \( -path "$TREE/log/*" -o -path "$TREE/tmp_check*/log/*" \
-              -o -path "$TREE/output_iso/log/*" \) -type f -print0 | sort -z)
+done < <(find "$LOGS" -type f -name '*.log' -print0 | sort -z)
 
 pattern='TRAP: |terminated by signal|was terminated by exception|problem in alloc set|detected write past chunk|leaked|reference leak|WARNING: .*leak'
 found=0
@@ -164,16 +196,18 @@ for f in "${logs[@]}"; do
     if grep -Eq "$pattern" "$f"; then
         found=1
         echo
-        echo "======== ${f#"$TREE"/} ========"
+        echo "======== ${f#"$LOGS"/} ========"
         grep -En -B2 -A8 "$pattern" "$f" | head -n 200
     fi
 done
 
 echo
-echo "(${#logs[@]} server logs searched; test tree in $TREE)"
-if [ "$status" -ne 0 ] || [ "$found" -ne 0 ]; then
-    [ -f "$TREE/regression.diffs" ] && { echo "======== regression.diffs ========"; cat "$TREE/regression.diffs"; }
-    echo "cassert check: FAILED (make exited with $status; assertion or memory reports in the logs: $([ "$found" -ne 0 ] && echo yes || echo no))"
+echo "(${#logs[@]} logs searched, kept in $LOGS; test tree in $TREE)"
+for f in "$LOGS"/*/*regression.diffs; do
+    [ -f "$f" ] && { echo "======== ${f#"$LOGS"/} ========"; cat "$f"; }
+done
+if [ "${#failed_steps[@]}" -gt 0 ] || [ "$found" -ne 0 ]; then
+    echo "cassert check: FAILED (suites that failed: ${failed_steps[*]:-none}; assertion or memory reports in the logs: $([ "$found" -ne 0 ] && echo yes || echo no))"
     exit 1
 fi
 echo "cassert check: passed"
