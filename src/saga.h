@@ -48,6 +48,7 @@ extern int	saga_retention;
 extern int	saga_lock_timeout;
 extern int	saga_batch_time;
 extern int	saga_retention_batch;
+extern int	saga_test_probe_delay;	/* for tests only */
 
 /* ------------------------------------------------------------------------
  * Shared memory (shmem.c)

@@ -273,11 +273,42 @@ worker_set_idle(bool idle)
 		pg_atomic_fetch_sub_u32(&MySagaDatabase->idle_workers, 1);
 }
 
+/*
+ * saga.test_probe_delay: for tests only, wait between the look for the
+ * extension and the report of what was seen, showing "saga: probe delayed"
+ * in pg_stat_activity meanwhile, so that a test can commit CREATE EXTENSION
+ * in that window.
+ */
+static void
+worker_test_probe_delay(void)
+{
+	TimestampTz until;
+
+	if (saga_test_probe_delay <= 0)
+		return;
+	pgstat_report_activity(STATE_RUNNING, "saga: probe delayed (saga.test_probe_delay)");
+	until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), saga_test_probe_delay);
+	for (;;)
+	{
+		long		remaining;
+
+		CHECK_FOR_INTERRUPTS();
+		remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until);
+		if (remaining <= 0)
+			break;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 remaining, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
 void
 saga_worker_main(Datum main_arg)
 {
 	int			slot = DatumGetInt32(main_arg);
 	Oid			dboid;
+	bool		installed;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -303,15 +334,14 @@ saga_worker_main(Datum main_arg)
 	/* Is the extension here?  Then listen before looking for work. */
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
-	if (!OidIsValid(get_extension_oid(SAGA_EXTENSION, true)))
-	{
-		CommitTransactionCommand();
-		saga_mark_database(dboid, SAGA_DB_ABSENT);
-		proc_exit(0);
-	}
-	worker_take_listening();
+	installed = OidIsValid(get_extension_oid(SAGA_EXTENSION, true));
+	if (installed)
+		worker_take_listening();
 	CommitTransactionCommand();
-	saga_mark_database(dboid, SAGA_DB_ACTIVE);
+	worker_test_probe_delay();
+	saga_mark_database(dboid, installed ? SAGA_DB_ACTIVE : SAGA_DB_ABSENT);
+	if (!installed)
+		proc_exit(0);
 
 	for (;;)
 	{
