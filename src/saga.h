@@ -90,6 +90,7 @@ typedef struct SagaDatabase
 	pg_atomic_uint32 idle_workers;	/* workers asleep (or about to be) */
 	pg_atomic_uint32 notify_sent;	/* a NOTIFY is on its way to them */
 	int			listener;		/* slot of the worker that LISTENs, or -1 */
+	uint64		generation;		/* bumped whenever the extension may have come */
 	pg_atomic_uint64 counters[SAGA_NCOUNTERS];
 } SagaDatabase;
 
@@ -135,6 +136,8 @@ extern void saga_pause_database(Oid dboid);
 extern void saga_resume_database(Oid dboid);
 extern void saga_forget_database(Oid dboid);
 extern void saga_mark_database(Oid dboid, SagaDbState state);
+extern uint64 saga_database_generation(Oid dboid);
+extern void saga_report_probe(Oid dboid, bool installed, uint64 generation);
 extern void saga_release_slot(SagaWorkerSlot *w, bool failed);
 
 /* ------------------------------------------------------------------------

@@ -10,6 +10,13 @@
  * by their own worker only and read without the lock, as pg_stat_activity
  * reads PGPROC.
  *
+ * Who may change a database's state: the launcher (new and vanished
+ * databases), its workers (what they found: the extension is there or
+ * not), and sessions (CREATE EXTENSION at commit; commands that pause the
+ * workers, see utility.c).  A worker's findings can be older than a
+ * session's news, so each entry has a generation that sessions bump and
+ * that a worker's report must match.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -131,6 +138,8 @@ saga_find_database(Oid dboid, bool create)
 	pg_atomic_write_u32(&free_entry->idle_workers, 0);
 	pg_atomic_write_u32(&free_entry->notify_sent, 0);
 	free_entry->listener = -1;
+	/* not reset: a report on the entry's former database must not match */
+	free_entry->generation++;
 	for (i = 0; i < SAGA_NCOUNTERS; i++)
 		pg_atomic_write_u64(&free_entry->counters[i], 0);
 	return free_entry;
@@ -158,6 +167,8 @@ saga_wake_launcher_now(bool rescan)
 /*
  * Record what a worker found out about its database, or what a session
  * learned (CREATE EXTENSION at commit), and let the launcher act on it.
+ * Marking a database UNKNOWN also makes any look at it that began before
+ * stale (see saga_report_probe()).
  */
 void
 saga_mark_database(Oid dboid, SagaDbState state)
@@ -168,12 +179,64 @@ saga_mark_database(Oid dboid, SagaDbState state)
 		return;
 	LWLockAcquire(SagaShmem->lock, LW_EXCLUSIVE);
 	db = saga_find_database(dboid, true);
+	if (db != NULL && state == SAGA_DB_UNKNOWN)
+		db->generation++;
 	if (db != NULL && db->state != SAGA_DB_PAUSED)
 	{
 		if (state == SAGA_DB_UNKNOWN && db->state == SAGA_DB_ACTIVE)
 			;					/* already served: nothing to learn */
 		else
 			db->state = state;
+	}
+	LWLockRelease(SagaShmem->lock);
+	saga_wake_launcher_now(false);
+}
+
+/*
+ * The generation of a database's entry, read by a worker before it looks
+ * for the extension.  CREATE EXTENSION marks the database UNKNOWN after its
+ * commit has become visible, and that bumps the generation: so a worker
+ * whose catalog snapshot was taken too early to see the extension finds
+ * the generation changed when it reports, and its report is dropped.
+ */
+uint64
+saga_database_generation(Oid dboid)
+{
+	SagaDatabase *db;
+	uint64		generation = 0;
+
+	LWLockAcquire(SagaShmem->lock, LW_SHARED);
+	db = saga_find_database(dboid, false);
+	if (db != NULL)
+		generation = db->generation;
+	LWLockRelease(SagaShmem->lock);
+	return generation;
+}
+
+/*
+ * A worker's report on its first look at the database: the extension is
+ * installed (ACTIVE: the launcher starts the other workers) or not (ABSENT:
+ * none is started until CREATE EXTENSION).  ABSENT is recorded only if
+ * nothing marked the database since the worker read the generation before
+ * its look, or CREATE EXTENSION committing meanwhile would be overwritten
+ * and the database left unserved until a restart; the state then stays
+ * UNKNOWN and the launcher starts another worker to look again.  Reporting
+ * ACTIVE needs no such check: a worker that wrongly believes the extension
+ * is there finds out at its next batch and leaves.
+ */
+void
+saga_report_probe(Oid dboid, bool installed, uint64 generation)
+{
+	SagaDatabase *db;
+
+	LWLockAcquire(SagaShmem->lock, LW_EXCLUSIVE);
+	db = saga_find_database(dboid, true);
+	if (db != NULL && db->state != SAGA_DB_PAUSED)
+	{
+		if (installed)
+			db->state = SAGA_DB_ACTIVE;
+		else if (db->generation == generation)
+			db->state = SAGA_DB_ABSENT;
 	}
 	LWLockRelease(SagaShmem->lock);
 	saga_wake_launcher_now(false);
@@ -233,7 +296,10 @@ saga_pause_database(Oid dboid)
 	LWLockAcquire(SagaShmem->lock, LW_EXCLUSIVE);
 	db = saga_find_database(dboid, true);
 	if (db != NULL)
+	{
 		db->state = SAGA_DB_PAUSED;
+		db->generation++;
+	}
 	for (i = 0; i < SagaShmem->max_workers; i++)
 	{
 		SagaWorkerSlot *w = &SagaShmem->workers[i];
@@ -304,7 +370,10 @@ saga_resume_database(Oid dboid)
 	LWLockAcquire(SagaShmem->lock, LW_EXCLUSIVE);
 	db = saga_find_database(dboid, false);
 	if (db != NULL && db->state == SAGA_DB_PAUSED)
+	{
 		db->state = SAGA_DB_UNKNOWN;
+		db->generation++;
+	}
 	LWLockRelease(SagaShmem->lock);
 	saga_wake_launcher_now(true);
 }

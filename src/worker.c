@@ -309,6 +309,7 @@ saga_worker_main(Datum main_arg)
 	int			slot = DatumGetInt32(main_arg);
 	Oid			dboid;
 	bool		installed;
+	uint64		generation;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -331,7 +332,13 @@ saga_worker_main(Datum main_arg)
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 	pgstat_report_appname("saga worker");
 
-	/* Is the extension here?  Then listen before looking for work. */
+	/*
+	 * Is the extension here?  Then listen before looking for work.  The
+	 * generation is read before the look (before its catalog snapshot): if
+	 * CREATE EXTENSION commits after the snapshot, it has bumped the
+	 * generation by the time we report, and "absent" is not recorded.
+	 */
+	generation = saga_database_generation(dboid);
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	installed = OidIsValid(get_extension_oid(SAGA_EXTENSION, true));
@@ -339,7 +346,7 @@ saga_worker_main(Datum main_arg)
 		worker_take_listening();
 	CommitTransactionCommand();
 	worker_test_probe_delay();
-	saga_mark_database(dboid, installed ? SAGA_DB_ACTIVE : SAGA_DB_ABSENT);
+	saga_report_probe(dboid, installed, generation);
 	if (!installed)
 		proc_exit(0);
 
