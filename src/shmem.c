@@ -13,9 +13,9 @@
  * Who may change a database's state: the launcher (new and vanished
  * databases), its workers (what they found: the extension is there or
  * not), and sessions (CREATE EXTENSION at commit; commands that pause the
- * workers, see utility.c).  A worker's findings can be older than a
- * session's news, so each entry has a generation that sessions bump and
- * that a worker's report must match.
+ * workers, see utility.c; a restore's hold, see wakeup.c).  A worker's
+ * findings can be older than a session's news, so each entry has a
+ * generation that sessions bump and that a worker's report must match.
  *
  *-------------------------------------------------------------------------
  */
@@ -140,6 +140,10 @@ saga_find_database(Oid dboid, bool create)
 	free_entry->listener = -1;
 	/* not reset: a report on the entry's former database must not match */
 	free_entry->generation++;
+	free_entry->restore_pid = 0;
+	free_entry->restore_xacts = 0;
+	free_entry->restore_seen_xacts = 0;
+	free_entry->restore_busy_at = 0;
 	for (i = 0; i < SAGA_NCOUNTERS; i++)
 		pg_atomic_write_u64(&free_entry->counters[i], 0);
 	return free_entry;
@@ -276,6 +280,25 @@ count_workers(Oid dboid)
 	return n;
 }
 
+/* Ask every worker of a database to exit (the caller holds the lock). */
+static void
+stop_workers(Oid dboid)
+{
+	int			i;
+
+	for (i = 0; i < SagaShmem->max_workers; i++)
+	{
+		SagaWorkerSlot *w = &SagaShmem->workers[i];
+
+		if (w->in_use && w->dboid == dboid)
+		{
+			w->stop_requested = true;
+			if (w->latch)
+				SetLatch(w->latch);
+		}
+	}
+}
+
 /*
  * Stop every worker of a database and keep the launcher from starting new
  * ones, so that a command needing the database to itself (DROP DATABASE,
@@ -288,7 +311,6 @@ saga_pause_database(Oid dboid)
 {
 	SagaDatabase *db;
 	TimestampTz deadline;
-	int			i;
 
 	if (SagaShmem == NULL || !OidIsValid(dboid))
 		return;
@@ -300,17 +322,7 @@ saga_pause_database(Oid dboid)
 		db->state = SAGA_DB_PAUSED;
 		db->generation++;
 	}
-	for (i = 0; i < SagaShmem->max_workers; i++)
-	{
-		SagaWorkerSlot *w = &SagaShmem->workers[i];
-
-		if (w->in_use && w->dboid == dboid)
-		{
-			w->stop_requested = true;
-			if (w->latch)
-				SetLatch(w->latch);
-		}
-	}
+	stop_workers(dboid);
 	LWLockRelease(SagaShmem->lock);
 
 	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
@@ -330,7 +342,8 @@ saga_pause_database(Oid dboid)
 		if (remaining <= 0)
 		{
 			ereport(WARNING,
-					(errmsg("%d saga worker(s) of database %u did not stop in time", n, dboid)));
+					(errcode(ERRCODE_OBJECT_IN_USE),
+					 errmsg("%d saga worker(s) of database %u did not stop in time", n, dboid)));
 			break;
 		}
 		ConditionVariableTimedSleep(&SagaShmem->slots_cv, Min(remaining, 100),
@@ -376,6 +389,82 @@ saga_resume_database(Oid dboid)
 	}
 	LWLockRelease(SagaShmem->lock);
 	saga_wake_launcher_now(true);
+}
+
+/*
+ * This session creates the extension as a restore does (see wakeup.c): hold
+ * the database's workers back, asking any that run (one looking for the
+ * extension, say) to leave; the launcher starts none while the hold lasts.
+ * Unlike saga_pause_database() this does not wait for them: none of them
+ * can see the extension before this transaction commits, and each looks
+ * at stop_requested before its first batch.
+ */
+void
+saga_hold_for_restore(Oid dboid)
+{
+	SagaDatabase *db;
+
+	if (SagaShmem == NULL || !OidIsValid(dboid))
+		return;
+	LWLockAcquire(SagaShmem->lock, LW_EXCLUSIVE);
+	db = saga_find_database(dboid, true);
+	if (db != NULL)
+	{
+		db->restore_pid = MyProcPid;
+		db->restore_xacts = 0;
+		db->restore_seen_xacts = 0;
+		db->restore_busy_at = GetCurrentTimestamp();
+	}
+	stop_workers(dboid);
+	LWLockRelease(SagaShmem->lock);
+}
+
+/*
+ * The restoring session ended a transaction, and goes on restoring: count
+ * it, for the launcher.  Returns false if the session no longer holds the
+ * database (the launcher found it idle and ended the hold).
+ */
+bool
+saga_restore_xact_ended(Oid dboid)
+{
+	SagaDatabase *db;
+	bool		held = false;
+
+	if (SagaShmem == NULL)
+		return false;
+	LWLockAcquire(SagaShmem->lock, LW_EXCLUSIVE);
+	db = saga_find_database(dboid, false);
+	if (db != NULL && db->restore_pid == MyProcPid)
+	{
+		db->restore_xacts++;
+		held = true;
+	}
+	LWLockRelease(SagaShmem->lock);
+	return held;
+}
+
+/*
+ * End the hold that session pid has on a database, if it still has it, and
+ * let the launcher start the database's workers.
+ */
+void
+saga_release_restore(Oid dboid, int pid)
+{
+	SagaDatabase *db;
+	bool		released = false;
+
+	if (SagaShmem == NULL)
+		return;
+	LWLockAcquire(SagaShmem->lock, LW_EXCLUSIVE);
+	db = saga_find_database(dboid, false);
+	if (db != NULL && db->restore_pid == pid)
+	{
+		db->restore_pid = 0;
+		released = true;
+	}
+	LWLockRelease(SagaShmem->lock);
+	if (released)
+		saga_wake_launcher_now(false);
 }
 
 /*

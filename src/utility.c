@@ -237,9 +237,11 @@ saga_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 	Oid			paused = database_to_pause(parsetree, &rescan);
 	Oid			dropped = InvalidOid;
 
-	/* a restore turns check_function_bodies off first (see wakeup.c) */
-	if (IsA(parsetree, CreateExtensionStmt) &&
-		strcmp(((CreateExtensionStmt *) parsetree)->extname, SAGA_EXTENSION) == 0)
+	/*
+	 * A restore turns check_function_bodies off first (see wakeup.c).  Any
+	 * CREATE EXTENSION may create saga, with CASCADE.
+	 */
+	if (IsA(parsetree, CreateExtensionStmt))
 		saga_note_create_extension(!check_function_bodies);
 
 	/* forgotten if the drop commits, whether we paused or not */
@@ -260,6 +262,8 @@ saga_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
 								params, queryEnv, dest, qc);
 
+	if (IsA(parsetree, CreateExtensionStmt))
+		saga_note_create_extension(false);
 	if (OidIsValid(dropped))
 		saga_forget_at_commit(dropped);
 	if (rescan)
