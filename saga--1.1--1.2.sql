@@ -89,6 +89,12 @@ CREATE OR REPLACE VIEW saga_subscriptions AS
       FROM saga.subscription s
       LEFT JOIN saga.paused_consumer p ON p.consumer = s.consumer;
 
+-- A delivery that keeps meeting a lock another session holds notes since
+-- when (see "Hanging handlers, held locks" below): saga_stuck shows it.
+ALTER TABLE saga.delivery ADD COLUMN blocked_since timestamptz;
+COMMENT ON COLUMN saga.delivery.blocked_since IS
+'since when its handler keeps meeting a lock held by another transaction; NULL once it got past it';
+
 /*
  * What is stuck.  A dead letter is settled, not stuck, when its
  * subscription published its on_failure event (the saga's other
@@ -145,7 +151,16 @@ CREATE OR REPLACE VIEW saga_stuck AS
       JOIN saga.subscription s ON s.id = d.subscription_id
       LEFT JOIN saga.instance i ON i.id = e.saga_id
      WHERE d.status = 'dead' AND s.on_failure IS NULL
-       AND NOT (s.forward AND i.id IS NOT NULL AND (i.status <> 'pending' OR i.aborted_at IS NOT NULL));
+       AND NOT (s.forward AND i.id IS NOT NULL AND (i.status <> 'pending' OR i.aborted_at IS NOT NULL))
+    UNION ALL
+    SELECT 'waiting for a lock', e.saga_id, d.id, s.consumer || ' <- ' || e.event_type, d.attempts,
+           d.last_error,
+           'another session has held a row its handler needs since ' || d.blocked_since
+           || ': find it with pg_blocking_pids() of the saga worker while it waits, or in pg_locks'
+      FROM saga.delivery d
+      JOIN saga.event e ON e.id = d.event_id
+      JOIN saga.subscription s ON s.id = d.subscription_id
+     WHERE d.status = 'pending' AND d.blocked_since < now() - interval '1 second';
 
 /*
  * The trace shows failed attempts: a step's as its request and a 500

@@ -48,6 +48,7 @@ extern int	saga_retention;
 extern int	saga_lock_timeout;
 extern int	saga_batch_time;
 extern int	saga_batch_bytes;
+extern int	saga_handler_timeout;
 extern int	saga_retention_batch;
 extern int	saga_test_probe_delay;	/* for tests only */
 
@@ -110,6 +111,8 @@ typedef struct SagaDatabase
 	int			last_error_code;	/* its SQLSTATE */
 	TimestampTz last_error_at;	/* 0: none since the server started */
 	pid_t		last_error_pid;
+	/* until then, workers take one delivery at a time, counted first (worker.c) */
+	TimestampTz careful_until;
 } SagaDatabase;
 
 /* One database worker, in the style of PGPROC for pg_stat_activity. */
@@ -134,6 +137,7 @@ typedef struct SagaShared
 	pid_t		launcher_pid;
 	Latch	   *launcher_latch;
 	bool		rescan;			/* launcher must re-read pg_database */
+	bool		crashed;		/* shared memory was made again after a crash */
 	int			max_databases;
 	int			max_workers;
 	ConditionVariable await_cv[SAGA_AWAIT_CVS];
@@ -155,6 +159,7 @@ extern void saga_resume_database(Oid dboid);
 extern void saga_forget_database(Oid dboid);
 extern void saga_mark_database(Oid dboid, SagaDbState state);
 extern uint64 saga_database_generation(Oid dboid);
+extern bool saga_database_careful(SagaDatabase *db);
 extern void saga_report_probe(Oid dboid, bool installed, uint64 generation);
 extern void saga_hold_for_restore(Oid dboid);
 extern bool saga_restore_xact_ended(Oid dboid);
@@ -186,6 +191,8 @@ typedef struct SagaBatchResult
 } SagaBatchResult;
 
 extern SagaBatchResult saga_dispatch_batch(int limit);
+extern int64 saga_count_next_attempt(void);
+extern SagaBatchResult saga_dispatch_counted(int64 delivery_id);
 extern TimestampTz saga_batch_deadline;
 extern bool saga_batch_out_of_time(void);
 extern SagaBatchResult saga_run_steps(int limit);	/* orchestrate.c */

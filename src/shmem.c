@@ -37,6 +37,13 @@
 
 /* How long DROP DATABASE and friends wait for a database's workers. */
 #define SAGA_PAUSE_TIMEOUT_MS	10000
+/*
+ * How long a database's workers take their work one delivery at a time,
+ * each attempt counted in a transaction of its own first, after one of
+ * them exited in the middle of a batch (worker.c).
+ */
+#define SAGA_CAREFUL_MS		5000
+
 /* Delay before restarting a failed worker: doubles up to the maximum. */
 #define SAGA_RESTART_DELAY_MS		1000
 #define SAGA_RESTART_DELAY_MAX_MS	(60 * 1000)
@@ -64,8 +71,12 @@ saga_shmem_request(void)
 void
 saga_shmem_startup(void)
 {
+	/* counted in the postmaster: a second time is after a crash */
+	static int	times_made = 0;
 	bool		found;
 	int			i;
+
+	times_made++;
 
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	SagaShmem = ShmemInitStruct("saga", saga_shmem_size(), &found);
@@ -75,6 +86,7 @@ saga_shmem_startup(void)
 
 		memset(SagaShmem, 0, saga_shmem_size());
 		SagaShmem->lock = &(GetNamedLWLockTranche("saga"))->lock;
+		SagaShmem->crashed = times_made > 1;
 		SagaShmem->max_databases = SAGA_MAX_DATABASES;
 		SagaShmem->max_workers = max_worker_processes;
 		p += MAXALIGN(sizeof(SagaShared));
@@ -133,6 +145,9 @@ saga_find_database(Oid dboid, bool create)
 
 	free_entry->dboid = dboid;
 	free_entry->state = SAGA_DB_UNKNOWN;
+	/* after a crash, the work that was running when it struck is suspect */
+	free_entry->careful_until = SagaShmem->crashed ?
+		TimestampTzPlusMilliseconds(GetCurrentTimestamp(), SAGA_CAREFUL_MS) : 0;
 	free_entry->restart_after = 0;
 	free_entry->failures = 0;
 	pg_atomic_write_u32(&free_entry->idle_workers, 0);
@@ -485,6 +500,10 @@ saga_release_slot(SagaWorkerSlot *w, bool failed)
 	/* its database may be gone: have the launcher check pg_database */
 	if (failed)
 		SagaShmem->rescan = true;
+	/* it may have died in a batch: count attempts before running them */
+	if (failed && db != NULL)
+		db->careful_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														SAGA_CAREFUL_MS);
 	if (failed && !w->stop_requested && db != NULL &&
 		(db->state == SAGA_DB_ACTIVE || db->state == SAGA_DB_UNKNOWN))
 	{
@@ -498,4 +517,20 @@ saga_release_slot(SagaWorkerSlot *w, bool failed)
 	w->idle = false;
 	w->pid = 0;
 	w->latch = NULL;
+}
+
+/*
+ * Should the database's workers take their work one delivery at a time,
+ * counting each attempt before running it?  So for a while after one of
+ * them exited abnormally, and after a crash (see worker.c).
+ */
+bool
+saga_database_careful(SagaDatabase *db)
+{
+	TimestampTz until;
+
+	LWLockAcquire(SagaShmem->lock, LW_SHARED);
+	until = db->careful_until;
+	LWLockRelease(SagaShmem->lock);
+	return until != 0 && GetCurrentTimestamp() < until;
 }

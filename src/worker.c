@@ -33,6 +33,7 @@
 #include "storage/ipc.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
+#include "utils/guc.h"
 #include "utils/inval.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -92,6 +93,45 @@ static TimestampTz last_sweep = 0;
 #define SAGA_SWEEP_MS	100
 
 /*
+ * Careful mode.  A worker that dies in the middle of a batch (killed,
+ * terminated while a handler hangs, out of memory) takes the whole batch
+ * with it: nothing of it is recorded, not even the attempt, so its
+ * replacement would claim the same deliveries, the deadly one first,
+ * again and again, and every delivery claimed with it would wait.  So for
+ * a while after a worker of the database exited abnormally, and after a
+ * crash, its workers take one delivery at a time and count the attempt in
+ * a transaction of their own before running it (saga_count_next_attempt()
+ * leases it, so no other worker takes it meanwhile): a delivery whose
+ * handler keeps killing its worker is dead-lettered after
+ * saga.max_attempts, and the others go on around it.
+ *
+ * This runs the delivery counted (counted > 0) in a transaction, or
+ * reports the one that was dead-lettered instead (counted < 0).  Returns
+ * 1: work was done.
+ */
+static int
+worker_run_counted(int64 counted)
+{
+	SagaBatchResult r = {1, 0, 0, 0};
+
+	if (counted > 0)
+	{
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		r = saga_dispatch_counted(counted);
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		pgstat_report_stat(false);
+	}
+	MySagaWorker->deliveries += r.done;
+	MySagaWorker->batches++;
+	MySagaWorker->failures += r.failed;
+	MySagaWorker->last_active = GetCurrentTimestamp();
+	return 1;
+}
+
+/*
  * Run one batch in its own transaction.  Returns the number of deliveries
  * claimed, or -1 if the extension is no longer installed here.
  */
@@ -113,6 +153,21 @@ worker_run_batch(void)
 	}
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "saga: delivering events");
+
+	/* after a worker died in a batch: one delivery at a time, counted first */
+	if (saga_database_careful(MySagaDatabase))
+	{
+		int64		counted = saga_count_next_attempt();
+
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		if (counted != 0)
+			return worker_run_counted(counted);
+		/* no delivery due: steps and the deadline sweep, as usual */
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		PushActiveSnapshot(GetTransactionSnapshot());
+	}
 
 	/*
 	 * Rounds of deliveries and steps.  What a round's handlers publish is
@@ -272,6 +327,32 @@ worker_set_idle(bool idle)
 	}
 	else
 		pg_atomic_fetch_sub_u32(&MySagaDatabase->idle_workers, 1);
+}
+
+/*
+ * The settings the engine's own statements are written for, whatever the
+ * database's defaults say.  ALTER DATABASE ... SET default_transaction_read_only
+ * = on kept every saga from running (the claim locks rows), REPEATABLE READ
+ * as the default made claims fail with serialization errors, and a short
+ * lock_timeout made the workers exit while a DBA held a table lock.  They are
+ * set for the worker's session, as SET would; a handler or step still runs
+ * with its own role's settings on top of them (invoke.c).
+ */
+static void
+worker_pin_settings(void)
+{
+	static const char *const pinned[][2] = {
+		{"default_transaction_isolation", "read committed"},
+		{"default_transaction_read_only", "off"},
+		{"default_transaction_deferrable", "off"},
+		{"lock_timeout", "0"},
+		{"statement_timeout", "0"},
+		{"idle_in_transaction_session_timeout", "0"},
+	};
+	int			i;
+
+	for (i = 0; i < lengthof(pinned); i++)
+		SetConfigOption(pinned[i][0], pinned[i][1], PGC_SUSET, PGC_S_SESSION);
 }
 
 /*
@@ -455,6 +536,7 @@ saga_worker_main(Datum main_arg)
 
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 	pgstat_report_appname("saga worker");
+	worker_pin_settings();
 
 	/*
 	 * Is the extension here?  Then listen before looking for work.  The
