@@ -321,6 +321,8 @@ saga_dispatch_batch(int limit)
 	args[1] = Int32GetDatum(SAGA_INLINE_BYTES);
 	saga_execute(&claim_plan, args, NULL, false, 0);
 	result.claimed = (int) SPI_processed;
+	if (result.claimed > 0)
+		saga_worker_found_work();	/* a worker is busy from now on */
 
 	claimed = palloc0(sizeof(ClaimedDelivery) * Max(result.claimed, 1));
 	handlers = palloc0(sizeof(HandlerInfo) * Max(result.claimed, 1));
