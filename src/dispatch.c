@@ -374,6 +374,8 @@ dispatch(int limit, int64 counted_id)
 	args[2] = Int64GetDatum(counted_id);
 	saga_execute(counted_id != 0 ? &claim_counted_plan : &claim_plan, args, NULL, false, 0);
 	result.claimed = (int) SPI_processed;
+	if (result.claimed > 0)
+		saga_worker_found_work();	/* a worker is busy from now on */
 
 	claimed = palloc0(sizeof(ClaimedDelivery) * Max(result.claimed, 1));
 	handlers = palloc0(sizeof(HandlerInfo) * Max(result.claimed, 1));

@@ -13,7 +13,11 @@
  * at the instance again each time one of the sagas hashing to that
  * variable finishes, so it returns within milliseconds of the commit
  * that finished the saga without polling the table.  Without the library
- * preloaded there is no shared memory: it then looks every 10 ms.
+ * preloaded there is no shared memory: it then looks every 10 ms.  On a
+ * hot standby no transaction commits (the standby replays the primary's
+ * commits, and replay broadcasts nothing), so there it also looks every
+ * SAGA_STANDBY_AWAIT_MS, or every saga.poll_interval if that is shorter:
+ * it returns within that long of the replay of the saga's end.
  *
  *-------------------------------------------------------------------------
  */
@@ -21,6 +25,7 @@
 
 #include "access/transam.h"
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -301,6 +306,9 @@ interval_to_timeout_ms(Interval *iv)
 	return (long) Min(ms, (double) PG_INT32_MAX);
 }
 
+/* How often saga_await() looks at the saga on a hot standby. */
+#define SAGA_STANDBY_AWAIT_MS	50
+
 /*
  * saga_await(saga_id bigint, timeout interval) returns text
  *
@@ -308,6 +316,10 @@ interval_to_timeout_ms(Interval *iv)
  * the timeout has passed.  Each look at the instance allocates its status
  * anew; the one that ends the loop, finished or still pending, is the one
  * returned (copied out of SPI's memory), the others are freed.
+ *
+ * RecoveryInProgress() is asked before each sleep: a standby promoted
+ * while we wait commits transactions of its own from then on, which
+ * broadcast the condition variable as on any primary.
  */
 Datum
 saga_await(PG_FUNCTION_ARGS)
@@ -358,7 +370,12 @@ saga_await(PG_FUNCTION_ARGS)
 		pfree(status);
 
 		if (cv != NULL)
+		{
+			/* on a standby, nothing broadcasts it: look again soon */
+			if (RecoveryInProgress())
+				remaining = Min(remaining, Min(SAGA_STANDBY_AWAIT_MS, saga_poll_interval));
 			(void) ConditionVariableTimedSleep(cv, remaining, PG_WAIT_EXTENSION);
+		}
 		else
 		{
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,

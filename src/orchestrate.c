@@ -977,6 +977,8 @@ saga_run_steps(int limit)
 
 	saga_execute(&claim_plan, &arg, NULL, false, 0);
 	result.claimed = (int) SPI_processed;
+	if (result.claimed > 0)
+		saga_worker_found_work();	/* a worker is busy from now on */
 	claimed = palloc0(sizeof(ClaimedSaga) * Max(result.claimed, 1));
 	for (i = 0; i < result.claimed; i++)
 	{

@@ -177,6 +177,7 @@ extern PGDLLEXPORT void saga_worker_main(Datum main_arg);
 
 /* Slot of the current process if it is a database worker, else NULL. */
 extern SagaWorkerSlot *MySagaWorker;
+extern void saga_worker_found_work(void);
 
 /* ------------------------------------------------------------------------
  * Dispatcher (dispatch.c)

@@ -8,11 +8,13 @@
  * in-process (Async_Listen; SQL LISTEN is refused in background workers)
  * and drains the notification queue with ProcessNotifyInterrupt() whenever
  * a notification arrives, so it never holds the queue's tail back.  Before
- * sleeping a worker marks itself idle and then looks for work once more; a
- * publishing transaction sends NOTIFY only if the listener is idle and no
- * NOTIFY is already on its way, and otherwise sets the latch of an idle
- * worker after its commit, so busy workers cost committing sessions
- * nothing (see wakeup.c).  The poll interval is the backstop for
+ * sleeping a worker marks itself idle and then looks for work once more,
+ * and it is busy again from the moment a look claims work, however long
+ * its handlers then take (saga_worker_found_work()).  A publishing
+ * transaction sends NOTIFY only if the listener is idle and no NOTIFY is
+ * already on its way, and otherwise sets the latch of an idle worker after
+ * its commit, so busy workers cost committing sessions nothing (see
+ * wakeup.c).  The poll interval is the backstop for
  * notifications lost in a crash, and the worker processes whatever is
  * pending as soon as it starts.
  *
@@ -313,6 +315,11 @@ worker_take_listening(void)
 		Async_Listen(SAGA_NOTIFY_CHANNEL);
 }
 
+/*
+ * Mark this worker idle (it is about to sleep, or to look once more before
+ * sleeping) or busy.  Committing publishers read the flag to decide whom
+ * to wake (wakeup.c), and saga_workers shows it.
+ */
 static void
 worker_set_idle(bool idle)
 {
@@ -353,6 +360,32 @@ worker_pin_settings(void)
 
 	for (i = 0; i < lengthof(pinned); i++)
 		SetConfigOption(pinned[i][0], pinned[i][1], PGC_SUSET, PGC_S_SESSION);
+}
+
+/*
+ * The batch being run has claimed work (deliveries or saga steps; called
+ * by the dispatcher and the step runner right after their claim, in any
+ * session): a worker is busy from here until it has looked again and found
+ * nothing.  It may have been idle until now, since a batch that is a
+ * worker's look for work after a wake-up, or its last look before sleeping,
+ * starts idle, and a worker shown idle while it runs a slow handler would
+ * be sent the wake-ups of work it cannot take up before that handler ends.
+ *
+ * Going busy only after the claim keeps the wake-up promise made by the
+ * idle flag: a publisher that commits after the claim's snapshot and sees
+ * this worker busy is no lost wake-up, since a worker that found work
+ * looks again before it sleeps.  But a NOTIFY already on its way to the
+ * listening worker (a publisher saw it idle) would be read only after the
+ * batch: the worker hands it on to an idle worker's latch.
+ */
+void
+saga_worker_found_work(void)
+{
+	if (MySagaWorker == NULL || !MySagaWorker->idle)
+		return;
+	worker_set_idle(false);		/* a full barrier before the read below */
+	if (listening && pg_atomic_read_u32(&MySagaDatabase->notify_sent) != 0)
+		saga_wake_idle_worker(MySagaWorker->dboid);
 }
 
 /*
