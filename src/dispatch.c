@@ -339,7 +339,7 @@ dispatch(int limit, int64 counted_id)
 	MemoryContext item_cxt;
 	MemoryContext oldcxt;
 	ClaimedDelivery *claimed;
-	int64		bytes = 0;
+	volatile int64 bytes = 0;
 	HandlerInfo *handlers;
 	volatile int nhandlers = 0;
 	Datum	   *done_ids;
