@@ -193,6 +193,8 @@ saga_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_COMMIT:
 			if (SagaShmem != NULL)
 			{
+				if (notified_in_xact)
+					saga_note_notify_committed(MyDatabaseId);
 				if (published_in_xact && !notified_in_xact && MySagaWorker == NULL &&
 					database_has_idle_worker())
 					saga_wake_idle_worker(MyDatabaseId);
