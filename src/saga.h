@@ -96,6 +96,8 @@ typedef struct SagaDatabase
 	pg_atomic_uint32 notify_committed;	/* ... and its sender has committed */
 	int			listener;		/* slot of the worker that LISTENs, or -1 */
 	uint64		generation;		/* bumped whenever the extension may have come */
+	bool		no_connections; /* launcher: ALLOW_CONNECTIONS false, start none */
+	TimestampTz starved_since;	/* launcher: short of workers for want of a slot */
 
 	/*
 	 * A session restoring into the database holds its workers back while it

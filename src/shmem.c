@@ -140,6 +140,8 @@ saga_find_database(Oid dboid, bool create)
 	pg_atomic_write_u32(&free_entry->notify_sent, 0);
 	pg_atomic_write_u32(&free_entry->notify_committed, 0);
 	free_entry->listener = -1;
+	free_entry->no_connections = false;
+	free_entry->starved_since = 0;
 	/* not reset: a report on the entry's former database must not match */
 	free_entry->generation++;
 	free_entry->restore_pid = 0;
