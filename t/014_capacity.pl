@@ -103,6 +103,10 @@ is($node->safe_psql($served[0],
 		"SELECT count(*) FROM saga_databases WHERE workers = 1 AND status LIKE 'short of workers%'"),
 	$slots, 'the others are served, one worker short each');
 
+note("saga_databases:\n",
+	$node->safe_psql($served[0], 'SELECT * FROM saga_databases ORDER BY database',
+		extra_params => [ '-P', 'format=aligned', '-P', 'tuples_only=off' ]));
+
 # sagas placed there wait, and saga_stuck says why
 my %order;
 for my $db (@unserved)
