@@ -428,6 +428,90 @@ $$;
 -- Capacity: every database with the extension is served
 ------------------------------------------------------------------------------
 
+/*
+ * The launcher starts workers from a pool shared by the whole server
+ * (max_worker_processes): every database gets its first worker before any
+ * gets a second, and one left without any for want of a slot is named in
+ * a WARNING every minute.  saga_databases shows, from any database with
+ * the extension, what the launcher knows of every database where the
+ * extension is installed or may be, its workers, and in words whether it
+ * is served and if not why; saga_stuck says so in a database that has no
+ * worker.
+ */
+CREATE FUNCTION saga_database_status(OUT dboid oid, OUT state text, OUT workers integer,
+                                     OUT wanted integer, OUT status text,
+                                     OUT since timestamptz)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'saga_database_status'
+LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED;
+REVOKE ALL ON FUNCTION saga_database_status() FROM PUBLIC;
+
+CREATE VIEW saga_databases AS
+    SELECT d.datname AS database, s.state, s.workers, s.wanted, s.status, s.since
+      FROM saga_database_status() s
+      LEFT JOIN pg_database d ON d.oid = s.dboid;
+COMMENT ON VIEW saga_databases IS
+'every database where the extension is installed (or may be: not looked at yet), from shared memory: state (installed, unknown, paused), workers running and wanted, status (served; no worker or short of workers for want of a background worker slot, with the setting to raise; restarting after a failure; no new worker while ALLOW_CONNECTIONS is false; held back by a restore; paused), since when it has been short of workers for want of a slot';
+
+-- saga_stuck: the definition above, and a row when this database has no
+-- worker for want of a slot.
+CREATE OR REPLACE VIEW saga_stuck AS
+    SELECT 'compensation failing'::text AS problem, i.id AS saga_id, NULL::bigint AS delivery_id,
+           i.saga_type || ' step ' || coalesce(ds.name, i.step::text) AS work, i.attempts, i.last_error,
+           'saga_retry(' || i.id || ')' AS remedy
+      FROM saga.instance i
+      LEFT JOIN saga.definition_step ds
+        ON ds.definition = i.saga_type AND ds.version = i.definition_version AND ds.step_no = i.step
+     WHERE i.status = 'pending' AND i.phase = 'stuck'
+    UNION ALL
+    SELECT 'step retrying', i.id, NULL, i.saga_type || ' step ' || coalesce(ds.name, i.step::text),
+           i.attempts, i.last_error,
+           'wait (next attempt at ' || i.next_attempt_at || '), or saga_cancel(' || i.id || ')'
+      FROM saga.instance i
+      LEFT JOIN saga.definition_step ds
+        ON ds.definition = i.saga_type AND ds.version = i.definition_version AND ds.step_no = i.step
+     WHERE i.status = 'pending' AND i.phase IN ('forward', 'compensating') AND i.attempts > 0
+    UNION ALL
+    SELECT CASE WHEN p.consumer IS NOT NULL THEN 'consumer paused' ELSE 'delivery retrying' END,
+           e.saga_id, d.id, s.consumer || ' <- ' || e.event_type, d.attempts, d.last_error,
+           CASE WHEN p.consumer IS NOT NULL THEN 'saga_resume_consumer(' || quote_literal(s.consumer) || ')'
+                ELSE 'wait (next attempt at ' || d.next_attempt_at || ')' END
+      FROM saga.delivery d
+      JOIN saga.event e ON e.id = d.event_id
+      JOIN saga.subscription s ON s.id = d.subscription_id
+      LEFT JOIN saga.paused_consumer p ON p.consumer = s.consumer
+     WHERE d.status = 'pending' AND (d.attempts > 0 OR p.consumer IS NOT NULL)
+    UNION ALL
+    SELECT 'service paused', i.id, NULL, i.saga_type || ' step ' || ds.name || ' (' || ds.service || ')',
+           i.attempts, i.last_error, 'saga_resume_consumer(' || quote_literal(ds.service) || ')'
+      FROM saga.instance i
+      JOIN saga.definition_step ds
+        ON ds.definition = i.saga_type AND ds.version = i.definition_version AND ds.step_no = i.step
+      JOIN saga.paused_consumer p ON p.consumer = ds.service
+     WHERE i.status = 'pending' AND i.phase IN ('forward', 'compensating')
+    UNION ALL
+    SELECT 'past its deadline', i.id, NULL, i.saga_type, i.attempts, i.last_error,
+           CASE WHEN i.aborted_at IS NULL THEN 'wait for a worker'
+                ELSE 'wait for its compensation' END
+      FROM saga.instance i
+     WHERE i.status = 'pending' AND i.deadline < now()
+    UNION ALL
+    SELECT 'dead letter', e.saga_id, d.id, s.consumer || ' <- ' || e.event_type, d.attempts, d.last_error,
+           'saga_retry_delivery(' || d.id || ')'
+      FROM saga.delivery d
+      JOIN saga.event e ON e.id = d.event_id
+      JOIN saga.subscription s ON s.id = d.subscription_id
+      LEFT JOIN saga.instance i ON i.id = e.saga_id
+     WHERE d.status = 'dead' AND s.on_failure IS NULL
+       AND NOT (s.forward AND i.id IS NOT NULL AND (i.status <> 'pending' OR i.aborted_at IS NOT NULL))
+    UNION ALL
+    SELECT 'no worker', NULL, NULL, 'everything due in database ' || current_database()::text COLLATE "default",
+           NULL, s.status,
+           'raise max_worker_processes (this needs a restart), or lower saga.workers; see saga_databases'
+      FROM @extschema@.saga_database_status() s
+     WHERE s.dboid = (SELECT oid FROM pg_database WHERE datname = current_database())
+       AND s.workers = 0 AND s.since IS NOT NULL;
+
 ------------------------------------------------------------------------------
 -- Who may see and subscribe to what: event types, traces, statuses
 ------------------------------------------------------------------------------

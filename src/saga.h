@@ -94,8 +94,11 @@ typedef struct SagaDatabase
 	int			failures;		/* consecutive abnormal worker exits */
 	pg_atomic_uint32 idle_workers;	/* workers asleep (or about to be) */
 	pg_atomic_uint32 notify_sent;	/* a NOTIFY is on its way to them */
+	pg_atomic_uint32 notify_committed;	/* ... and its sender has committed */
 	int			listener;		/* slot of the worker that LISTENs, or -1 */
 	uint64		generation;		/* bumped whenever the extension may have come */
+	bool		no_connections; /* launcher: ALLOW_CONNECTIONS false, start none */
+	TimestampTz starved_since;	/* launcher: short of workers for want of a slot */
 
 	/*
 	 * A session restoring into the database holds its workers back while it
@@ -124,6 +127,7 @@ typedef struct SagaWorkerSlot
 	Latch	   *latch;
 	bool		idle;
 	bool		stop_requested;
+	bool		wake_requested; /* set with the latch: there is work */
 	uint64		deliveries;		/* handled successfully */
 	uint64		failures;		/* handler errors */
 	uint64		batches;		/* transactions that did some work */
@@ -154,6 +158,7 @@ extern bool saga_shmem_available(void);
 extern SagaDatabase *saga_find_database(Oid dboid, bool create);
 extern void saga_wake_launcher_now(bool rescan);
 extern void saga_wake_idle_worker(Oid dboid);
+extern void saga_note_notify_committed(Oid dboid);
 extern void saga_pause_database(Oid dboid);
 extern void saga_resume_database(Oid dboid);
 extern void saga_forget_database(Oid dboid);

@@ -100,6 +100,7 @@ saga_shmem_startup(void)
 
 			pg_atomic_init_u32(&SagaShmem->databases[i].idle_workers, 0);
 			pg_atomic_init_u32(&SagaShmem->databases[i].notify_sent, 0);
+			pg_atomic_init_u32(&SagaShmem->databases[i].notify_committed, 0);
 			for (c = 0; c < SAGA_NCOUNTERS; c++)
 				pg_atomic_init_u64(&SagaShmem->databases[i].counters[c], 0);
 		}
@@ -152,7 +153,10 @@ saga_find_database(Oid dboid, bool create)
 	free_entry->failures = 0;
 	pg_atomic_write_u32(&free_entry->idle_workers, 0);
 	pg_atomic_write_u32(&free_entry->notify_sent, 0);
+	pg_atomic_write_u32(&free_entry->notify_committed, 0);
 	free_entry->listener = -1;
+	free_entry->no_connections = false;
+	free_entry->starved_since = 0;
 	/* not reset: a report on the entry's former database must not match */
 	free_entry->generation++;
 	free_entry->restore_pid = 0;
@@ -269,6 +273,8 @@ saga_report_probe(Oid dboid, bool installed, uint64 generation)
  * Wake one idle worker of a database.  Read without the lock: at worst we
  * set the latch of a process that has just stopped being idle, or that
  * belongs to a slot reused a moment ago, which costs one spurious wake-up.
+ * wake_requested tells the worker that the latch was set for work, not by
+ * a notification that some other session sent (see worker.c).
  */
 void
 saga_wake_idle_worker(Oid dboid)
@@ -278,13 +284,36 @@ saga_wake_idle_worker(Oid dboid)
 	for (i = 0; i < SagaShmem->max_workers; i++)
 	{
 		SagaWorkerSlot *w = &SagaShmem->workers[i];
+		Latch	   *latch = w->latch;
 
-		if (w->in_use && w->dboid == dboid && w->idle && w->latch != NULL)
+		if (w->in_use && w->dboid == dboid && w->idle && latch != NULL)
 		{
-			SetLatch(w->latch);
+			w->wake_requested = true;
+			pg_memory_barrier();
+			SetLatch(latch);
 			return;
 		}
 	}
+}
+
+/*
+ * A transaction that sent the database's listener a NOTIFY (wakeup.c) has
+ * committed: say so before the notification is signalled (the commit
+ * callbacks run before AtCommit_Notify()), so that the listener can tell
+ * it from the notifications that anybody may send on the channel.
+ */
+void
+saga_note_notify_committed(Oid dboid)
+{
+	SagaDatabase *db;
+
+	if (SagaShmem == NULL)
+		return;
+	LWLockAcquire(SagaShmem->lock, LW_SHARED);
+	db = saga_find_database(dboid, false);
+	if (db != NULL)
+		pg_atomic_write_u32(&db->notify_committed, 1);
+	LWLockRelease(SagaShmem->lock);
 }
 
 static int

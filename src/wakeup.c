@@ -205,6 +205,8 @@ saga_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_COMMIT:
 			if (SagaShmem != NULL)
 			{
+				if (notified_in_xact)
+					saga_note_notify_committed(MyDatabaseId);
 				if (published_in_xact && MySagaWorker == NULL &&
 					should_wake_idle_worker(notified_in_xact))
 					saga_wake_idle_worker(MyDatabaseId);

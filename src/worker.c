@@ -16,13 +16,17 @@
  * its commit, so busy workers cost committing sessions nothing (see
  * wakeup.c).  The poll interval is the backstop for
  * notifications lost in a crash, and the worker processes whatever is
- * pending as soon as it starts.
+ * pending as soon as it starts.  Anybody may NOTIFY on the channel: a
+ * notification that no publisher of ours marked does not make the worker
+ * look for work (worker_sleep()).
  *
  * Between batches the worker holds no transaction and no snapshot.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
+
+#include <signal.h>
 
 #include "access/xact.h"
 #include "commands/async.h"
@@ -419,6 +423,91 @@ worker_test_probe_delay(void)
 }
 
 /*
+ * Notifications nobody of ours sent.  Any role that may connect can send
+ * NOTIFY saga, as often as it likes, and each one sets the listener's
+ * latch.  The listener does not look for work on such a wake-up: a
+ * publisher that sent a NOTIFY marks it committed before it is signalled
+ * (saga_note_notify_committed()), and one that set the latch instead marks
+ * the slot (saga_wake_idle_worker()); anything else is a stranger's, read
+ * and dropped, at most every SAGA_STRANGER_DRAIN_MS, so that a flood of
+ * them costs the listener a few wake-ups a second and keeps the queue's
+ * tail moving.  Our own wake-ups may wait as long behind such a flood.
+ */
+#define SAGA_STRANGER_DRAIN_MS	10
+
+/*
+ * Was the latch set for a reason of ours?  Takes the marks that publishers
+ * leave, so that the next wake-up is judged afresh.
+ */
+static bool
+worker_woken_for_work(void)
+{
+	bool		work = false;
+
+	if (MySagaWorker->wake_requested)
+	{
+		MySagaWorker->wake_requested = false;
+		work = true;
+	}
+	if (pg_atomic_read_u32(&MySagaDatabase->notify_committed) != 0 &&
+		pg_atomic_exchange_u32(&MySagaDatabase->notify_committed, 0) != 0)
+		work = true;
+	return work || !notifyInterruptPending || InterruptPending ||
+		ConfigReloadPending || MySagaWorker->stop_requested;
+}
+
+/*
+ * Sleep until there may be work, or until timeout_ms has passed (the poll,
+ * which a flood of strangers' notifications does not put off).
+ */
+static void
+worker_sleep(long timeout_ms)
+{
+	TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+	TimestampTz last_drain = 0;
+
+	for (;;)
+	{
+		long		remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until);
+		int			rc;
+
+		if (remaining <= 0)
+			return;
+		rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					   remaining, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		if (!(rc & WL_LATCH_SET) || worker_woken_for_work())
+			return;
+
+		/*
+		 * Only a stranger's notifications: read them, now and then.  Every
+		 * NOTIFY that commits signals the listener (SIGUSR1, which carries
+		 * every procsignal); meanwhile the signal is held, so that a flood
+		 * does not wake us once for each NOTIFY.  What it brings is handled
+		 * when it is let through.
+		 */
+		remaining = SAGA_STRANGER_DRAIN_MS -
+			TimestampDifferenceMilliseconds(last_drain, GetCurrentTimestamp());
+		if (remaining > 0)
+		{
+			sigset_t	procsignal;
+			sigset_t	saved;
+
+			sigemptyset(&procsignal);
+			sigaddset(&procsignal, SIGUSR1);
+			sigprocmask(SIG_BLOCK, &procsignal, &saved);
+			(void) WaitLatch(NULL, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 remaining, PG_WAIT_EXTENSION);
+			sigprocmask(SIG_SETMASK, &saved, NULL);
+		}
+		CHECK_FOR_INTERRUPTS();
+		if (notifyInterruptPending)
+			ProcessNotifyInterrupt(false);
+		last_drain = GetCurrentTimestamp();
+	}
+}
+
+/*
  * The worker's life once it serves its database: batches while there is
  * work, sleeps while there is none.  Returns when asked to stop or when the
  * extension has been dropped.
@@ -494,11 +583,7 @@ worker_loop(Oid dboid)
 		}
 
 		pgstat_report_activity(STATE_IDLE, NULL);
-		(void) WaitLatch(MyLatch,
-						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 retry_soon ? Min(saga_poll_interval, 20) : saga_poll_interval,
-						 PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
+		worker_sleep(retry_soon ? Min(saga_poll_interval, 20) : saga_poll_interval);
 	}
 }
 
