@@ -95,72 +95,8 @@ ALTER TABLE saga.delivery ADD COLUMN blocked_since timestamptz;
 COMMENT ON COLUMN saga.delivery.blocked_since IS
 'since when its handler keeps meeting a lock held by another transaction; NULL once it got past it';
 
-/*
- * What is stuck.  A dead letter is settled, not stuck, when its
- * subscription published its on_failure event (the saga's other
- * participants took over), when it is forward work of a saga that has
- * ended or been aborted (saga_retry_delivery() refuses it: nothing but
- * compensation runs then), or when its subscription is gone.  Steps are
- * named by their names.
- */
-CREATE OR REPLACE VIEW saga_stuck AS
-    SELECT 'compensation failing'::text AS problem, i.id AS saga_id, NULL::bigint AS delivery_id,
-           i.saga_type || ' step ' || coalesce(ds.name, i.step::text) AS work, i.attempts, i.last_error,
-           'saga_retry(' || i.id || ')' AS remedy
-      FROM saga.instance i
-      LEFT JOIN saga.definition_step ds
-        ON ds.definition = i.saga_type AND ds.version = i.definition_version AND ds.step_no = i.step
-     WHERE i.status = 'pending' AND i.phase = 'stuck'
-    UNION ALL
-    SELECT 'step retrying', i.id, NULL, i.saga_type || ' step ' || coalesce(ds.name, i.step::text),
-           i.attempts, i.last_error,
-           'wait (next attempt at ' || i.next_attempt_at || '), or saga_cancel(' || i.id || ')'
-      FROM saga.instance i
-      LEFT JOIN saga.definition_step ds
-        ON ds.definition = i.saga_type AND ds.version = i.definition_version AND ds.step_no = i.step
-     WHERE i.status = 'pending' AND i.phase IN ('forward', 'compensating') AND i.attempts > 0
-    UNION ALL
-    SELECT CASE WHEN p.consumer IS NOT NULL THEN 'consumer paused' ELSE 'delivery retrying' END,
-           e.saga_id, d.id, s.consumer || ' <- ' || e.event_type, d.attempts, d.last_error,
-           CASE WHEN p.consumer IS NOT NULL THEN 'saga_resume_consumer(' || quote_literal(s.consumer) || ')'
-                ELSE 'wait (next attempt at ' || d.next_attempt_at || ')' END
-      FROM saga.delivery d
-      JOIN saga.event e ON e.id = d.event_id
-      JOIN saga.subscription s ON s.id = d.subscription_id
-      LEFT JOIN saga.paused_consumer p ON p.consumer = s.consumer
-     WHERE d.status = 'pending' AND (d.attempts > 0 OR p.consumer IS NOT NULL)
-    UNION ALL
-    SELECT 'service paused', i.id, NULL, i.saga_type || ' step ' || ds.name || ' (' || ds.service || ')',
-           i.attempts, i.last_error, 'saga_resume_consumer(' || quote_literal(ds.service) || ')'
-      FROM saga.instance i
-      JOIN saga.definition_step ds
-        ON ds.definition = i.saga_type AND ds.version = i.definition_version AND ds.step_no = i.step
-      JOIN saga.paused_consumer p ON p.consumer = ds.service
-     WHERE i.status = 'pending' AND i.phase IN ('forward', 'compensating')
-    UNION ALL
-    SELECT 'past its deadline', i.id, NULL, i.saga_type, i.attempts, i.last_error,
-           CASE WHEN i.aborted_at IS NULL THEN 'wait for a worker'
-                ELSE 'wait for its compensation' END
-      FROM saga.instance i
-     WHERE i.status = 'pending' AND i.deadline < now()
-    UNION ALL
-    SELECT 'dead letter', e.saga_id, d.id, s.consumer || ' <- ' || e.event_type, d.attempts, d.last_error,
-           'saga_retry_delivery(' || d.id || ')'
-      FROM saga.delivery d
-      JOIN saga.event e ON e.id = d.event_id
-      JOIN saga.subscription s ON s.id = d.subscription_id
-      LEFT JOIN saga.instance i ON i.id = e.saga_id
-     WHERE d.status = 'dead' AND s.on_failure IS NULL
-       AND NOT (s.forward AND i.id IS NOT NULL AND (i.status <> 'pending' OR i.aborted_at IS NOT NULL))
-    UNION ALL
-    SELECT 'waiting for a lock', e.saga_id, d.id, s.consumer || ' <- ' || e.event_type, d.attempts,
-           d.last_error,
-           'another session has held a row its handler needs since ' || d.blocked_since
-           || ': find it with pg_blocking_pids() of the saga worker while it waits, or in pg_locks'
-      FROM saga.delivery d
-      JOIN saga.event e ON e.id = d.event_id
-      JOIN saga.subscription s ON s.id = d.subscription_id
-     WHERE d.status = 'pending' AND d.blocked_since < now() - interval '1 second';
+-- saga_stuck changes in several ways in 1.2; its one new definition is
+-- further down ("What is stuck"), once everything it shows exists.
 
 /*
  * The trace shows failed attempts: a step's as its request and a 500
@@ -453,8 +389,21 @@ CREATE VIEW saga_databases AS
 COMMENT ON VIEW saga_databases IS
 'every database where the extension is installed (or may be: not looked at yet), from shared memory: state (installed, unknown, paused), workers running and wanted, status (served; no worker or short of workers for want of a background worker slot, with the setting to raise; restarting after a failure; no new worker while ALLOW_CONNECTIONS is false; held back by a restore; paused), since when it has been short of workers for want of a slot';
 
--- saga_stuck: the definition above, and a row when this database has no
--- worker for want of a slot.
+
+------------------------------------------------------------------------------
+-- What is stuck
+------------------------------------------------------------------------------
+
+/*
+ * What is stuck.  A dead letter is settled, not stuck, when its
+ * subscription published its on_failure event (the saga's other
+ * participants took over), when it is forward work of a saga that has
+ * ended or been aborted (saga_retry_delivery() refuses it: nothing but
+ * compensation runs then), or when its subscription is gone.  Steps are
+ * named by their names.  New in 1.2 too: deliveries waiting for a lock
+ * another session holds ("Hanging handlers, held locks" below), and a row
+ * when this database has no worker for want of a slot (Capacity, above).
+ */
 CREATE OR REPLACE VIEW saga_stuck AS
     SELECT 'compensation failing'::text AS problem, i.id AS saga_id, NULL::bigint AS delivery_id,
            i.saga_type || ' step ' || coalesce(ds.name, i.step::text) AS work, i.attempts, i.last_error,
@@ -504,6 +453,15 @@ CREATE OR REPLACE VIEW saga_stuck AS
       LEFT JOIN saga.instance i ON i.id = e.saga_id
      WHERE d.status = 'dead' AND s.on_failure IS NULL
        AND NOT (s.forward AND i.id IS NOT NULL AND (i.status <> 'pending' OR i.aborted_at IS NOT NULL))
+    UNION ALL
+    SELECT 'waiting for a lock', e.saga_id, d.id, s.consumer || ' <- ' || e.event_type, d.attempts,
+           d.last_error,
+           'another session has held a row its handler needs since ' || d.blocked_since
+           || ': find it with pg_blocking_pids() of the saga worker while it waits, or in pg_locks'
+      FROM saga.delivery d
+      JOIN saga.event e ON e.id = d.event_id
+      JOIN saga.subscription s ON s.id = d.subscription_id
+     WHERE d.status = 'pending' AND d.blocked_since < now() - interval '1 second'
     UNION ALL
     SELECT 'no worker', NULL, NULL, 'everything due in database ' || current_database()::text COLLATE "default",
            NULL, s.status,
