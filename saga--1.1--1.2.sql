@@ -452,6 +452,7 @@ AS 'MODULE_PATHNAME', 'saga_copy_of'
 LANGUAGE C STABLE PARALLEL SAFE;
 COMMENT ON FUNCTION saga_copy_of() IS
 'the subscription that makes this database a logical copy of another that runs the sagas (its workers run none), or NULL when the sagas run here';
+REVOKE ALL ON FUNCTION saga_copy_of() FROM PUBLIC;
 
 /*
  * Logical replication does not carry sequences: a copy's stay where its
