@@ -419,7 +419,7 @@ $$;
  * index is built by one scan of the table; nothing is rewritten, and the
  * columns are NOT NULL already, so ADD PRIMARY KEY USING INDEX only marks
  * it.  Should a table hold the same value twice (trace_seq set back by
- * hand), it gets REPLICA IDENTITY FULL instead, with a NOTICE.  Every
+ * hand), it gets REPLICA IDENTITY FULL instead, with a WARNING.  Every
  * other table of schema saga has a primary key already.
  */
 DO $$
@@ -432,7 +432,7 @@ BEGIN
             EXECUTE format('CREATE UNIQUE INDEX %I ON saga.%I (%I)', t.tab || '_pkey', t.tab, t.col);
             EXECUTE format('ALTER TABLE saga.%I ADD PRIMARY KEY USING INDEX %I', t.tab, t.tab || '_pkey');
         EXCEPTION WHEN unique_violation THEN
-            RAISE NOTICE 'saga.%.% holds a value twice: the table is given REPLICA IDENTITY FULL', t.tab, t.col
+            RAISE WARNING 'saga.%.% holds a value twice: the table is given REPLICA IDENTITY FULL', t.tab, t.col
                 USING HINT = 'Logical replication then applies its updates and deletes by whole rows.';
             EXECUTE format('ALTER TABLE saga.%I REPLICA IDENTITY FULL', t.tab);
         END;

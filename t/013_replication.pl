@@ -14,7 +14,9 @@
 # names the subscription, saga_run_pending() refuses), its apply never
 # fails, and it holds exactly the publisher's sagas and payments.  Once the
 # subscription is dropped, the copy runs sagas of its own, with the
-# extension's sequences moved past the copied rows.
+# extension's sequences moved past the copied rows.  And the upgrade from
+# 1.1 of a step_run that holds a request_seq twice gives it REPLICA
+# IDENTITY FULL, with a warning, rather than failing.
 use strict;
 use warnings;
 
@@ -198,6 +200,26 @@ for my $mode ('choreography', 'orchestration')
 }
 is($sub->safe_psql('postgres', 'SELECT count(*) FROM saga.payment'), 2 * $ORDERS + 3,
 	'the former copy charged its two new orders once each');
+
+# --- The upgrade: a table that holds a value twice gets REPLICA IDENTITY FULL --
+
+$sub->safe_psql('postgres', 'CREATE DATABASE old');
+$sub->safe_psql('old', q{
+	CREATE EXTENSION saga VERSION '1.1';
+	INSERT INTO saga.step_run (saga_id, step_no, step, service, kind, outcome, request,
+	                           request_seq, response_seq, started_at, finished_at)
+	SELECT 1, 0, 'charge', 'payment', 'action', 'ok', 'POST /charge', 7, 8 + g, now(), now()
+	  FROM generate_series(1, 2) g;});
+($ret, $stdout, $stderr) = $sub->psql('old', "ALTER EXTENSION saga UPDATE TO '1.2'");
+is($ret, 0, 'ALTER EXTENSION UPDATE with a request_seq held twice succeeds');
+like($stderr, qr/WARNING:  saga\.step_run\.request_seq holds a value twice/,
+	'... with a warning');
+is($sub->safe_psql('old',
+		"SELECT string_agg(relname || ':' || relreplident::text, ' ' ORDER BY relname) FROM pg_class"
+		  . " WHERE oid IN ('saga.step_run'::regclass, 'saga.delivery_failure'::regclass)"),
+	'delivery_failure:d step_run:f',
+	'... step_run gets REPLICA IDENTITY FULL, delivery_failure its primary key');
+is($sub->safe_psql('old', $no_identity), '', '... and every table has a replica identity');
 
 $sub->stop;
 $pub->stop;
