@@ -18,7 +18,8 @@ OBJS = \
 	src/instance.o \
 	src/wakeup.o \
 	src/utility.o \
-	src/spi_util.o
+	src/spi_util.o \
+	src/replica.o
 DATA = saga--1.0.sql saga--1.0--1.1.sql saga--1.1--1.2.sql
 PGFILEDESC = "saga - sagas inside PostgreSQL"
 

@@ -360,6 +360,105 @@ $$;
 -- Replication: replica identities, and subscribers that do not run sagas again
 ------------------------------------------------------------------------------
 
+/*
+ * A publication that publishes deletes (CREATE PUBLICATION ... FOR ALL
+ * TABLES) refuses a DELETE on a table without a replica identity, and a
+ * subscriber can only apply updates and deletes by one.  saga.step_run and
+ * saga.delivery_failure had none, so every purge failed on a publisher.
+ * Their request_seq and seq are taken from saga.trace_seq, one value per
+ * row: they become the primary keys (the default replica identity).  The
+ * index is built by one scan of the table; nothing is rewritten, and the
+ * columns are NOT NULL already, so ADD PRIMARY KEY USING INDEX only marks
+ * it.  Should a table hold the same value twice (trace_seq set back by
+ * hand), it gets REPLICA IDENTITY FULL instead, with a WARNING.  Every
+ * other table of schema saga has a primary key already.
+ */
+DO $$
+DECLARE
+    t record;
+BEGIN
+    FOR t IN SELECT * FROM (VALUES ('step_run', 'request_seq'), ('delivery_failure', 'seq')) v(tab, col)
+    LOOP
+        BEGIN
+            EXECUTE format('CREATE UNIQUE INDEX %I ON saga.%I (%I)', t.tab || '_pkey', t.tab, t.col);
+            EXECUTE format('ALTER TABLE saga.%I ADD PRIMARY KEY USING INDEX %I', t.tab, t.tab || '_pkey');
+        EXCEPTION WHEN unique_violation THEN
+            RAISE WARNING 'saga.%.% holds a value twice: the table is given REPLICA IDENTITY FULL', t.tab, t.col
+                USING HINT = 'Logical replication then applies its updates and deletes by whole rows.';
+            EXECUTE format('ALTER TABLE saga.%I REPLICA IDENTITY FULL', t.tab);
+        END;
+    END LOOP;
+END
+$$;
+
+/*
+ * A database that subscribes to another's saga.instance, saga.event or
+ * saga.delivery is a copy: the publisher runs those sagas, and this
+ * database's workers run nothing (see src/replica.c).  saga_copy_of()
+ * names the subscription; saga_workers shows the workers in state 'copy'.
+ */
+CREATE FUNCTION saga_copy_of()
+RETURNS name
+AS 'MODULE_PATHNAME', 'saga_copy_of'
+LANGUAGE C STABLE PARALLEL SAFE;
+COMMENT ON FUNCTION saga_copy_of() IS
+'the subscription that makes this database a logical copy of another that runs the sagas (its workers run none), or NULL when the sagas run here';
+REVOKE ALL ON FUNCTION saga_copy_of() FROM PUBLIC;
+
+/*
+ * Logical replication does not carry sequences: a copy's stay where its
+ * CREATE EXTENSION left them, behind the ids of the rows it received.
+ * Before a former copy runs sagas of its own, each sequence of schema saga
+ * owned by a column is moved past that column's largest value (a probe of
+ * its primary key), and then, if one was behind, saga.trace_seq past
+ * every value taken from it (scans of the tables, once).  The workers call
+ * it when they find the database is not a copy (at start, and when the
+ * subscription has gone); a DBA may too.  Returns how many were moved.
+ */
+CREATE FUNCTION saga.advance_sequences()
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s record;
+    top bigint;
+    moved integer := 0;
+BEGIN
+    FOR s IN SELECT d.objid::regclass AS seq, d.refobjid::regclass AS tab, a.attname AS col
+               FROM pg_depend d
+               JOIN pg_class c ON c.oid = d.objid
+               JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+              WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
+                AND d.deptype = 'a' AND c.relkind = 'S'
+                AND c.relnamespace = 'saga'::regnamespace
+              ORDER BY 1
+    LOOP
+        EXECUTE format('SELECT max(%I) FROM %s', s.col, s.tab) INTO top;
+        IF top > coalesce(pg_sequence_last_value(s.seq), 0) THEN
+            PERFORM setval(s.seq, top);
+            moved := moved + 1;
+        END IF;
+    END LOOP;
+    IF moved > 0 THEN
+        SELECT max(v) INTO top
+          FROM (SELECT max(greatest(start_seq, finish_seq)) FROM saga.instance
+                UNION ALL SELECT max(seq) FROM saga.event
+                UNION ALL SELECT max(seq) FROM saga.delivery
+                UNION ALL SELECT max(greatest(request_seq, response_seq)) FROM saga.step_run
+                UNION ALL SELECT max(seq) FROM saga.delivery_failure) t(v);
+        IF top > coalesce(pg_sequence_last_value('saga.trace_seq'), 0) THEN
+            PERFORM setval('saga.trace_seq', top);
+            moved := moved + 1;
+        END IF;
+    END IF;
+    RETURN moved;
+END
+$$;
+COMMENT ON FUNCTION saga.advance_sequences() IS
+'move the extension''s sequences past the rows their tables hold (a former logical copy''s are behind); returns how many were moved';
+REVOKE ALL ON FUNCTION saga.advance_sequences() FROM PUBLIC;
+
 ------------------------------------------------------------------------------
 -- Capacity: every database with the extension is served
 ------------------------------------------------------------------------------

@@ -669,6 +669,7 @@ saga_run_pending(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("saga_run_pending() cannot be called from inside a handler or step"),
 				 errhint("Handlers and steps run inside a batch already; the events they publish are delivered after them.")));
+	saga_refuse_in_copy("saga_run_pending()");
 
 	for (;;)
 	{

@@ -128,6 +128,7 @@ typedef struct SagaWorkerSlot
 	bool		idle;
 	bool		stop_requested;
 	bool		wake_requested; /* set with the latch: there is work */
+	bool		copy;			/* its database is a logical copy: runs nothing */
 	uint64		deliveries;		/* handled successfully */
 	uint64		failures;		/* handler errors */
 	uint64		batches;		/* transactions that did some work */
@@ -283,6 +284,11 @@ extern void saga_note_create_extension(bool restoring);
 extern void saga_wake_launcher_at_xact_end(void);
 extern void saga_forget_at_commit(Oid dboid);
 extern ConditionVariable *saga_await_cv(int64 saga_id);
+
+/* replica.c: a logical-replication copy runs no sagas */
+extern const char *saga_copy_subscription(void);
+extern void saga_refuse_in_copy(const char *what);
+extern bool saga_worker_in_copy(void);
 
 /* stats.c */
 extern void saga_count(SagaCounter counter, int64 n);

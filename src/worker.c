@@ -158,6 +158,13 @@ worker_run_batch(void)
 		return -1;
 	}
 	PushActiveSnapshot(GetTransactionSnapshot());
+	/* a logical-replication copy: its publisher runs the sagas (replica.c) */
+	if (saga_worker_in_copy())
+	{
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		return 0;
+	}
 	pgstat_report_activity(STATE_RUNNING, "saga: delivering events");
 
 	/* after a worker died in a batch: one delivery at a time, counted first */
@@ -271,7 +278,8 @@ worker_purge(void)
 	static TimestampTz last_purge = 0;
 	int			i;
 
-	if (saga_retention == 0 ||
+	/* in a copy, the publisher's purges arrive as deletes */
+	if (saga_retention == 0 || MySagaWorker->copy ||
 		!TimestampDifferenceExceeds(last_purge, GetCurrentTimestamp(),
 									SAGA_PURGE_INTERVAL_MS))
 		return;
