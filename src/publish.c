@@ -15,6 +15,9 @@
  * events of that type's sagas and no others, so that a shop's services do
  * not hear of a trip's SagaAborted.
  *
+ * An event type belongs to a role (1.2, grants.c): another role subscribes
+ * to it or publishes it only with its owner's grant.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -249,6 +252,9 @@ saga_publish(PG_FUNCTION_ARGS)
 	else
 		has_saga_id = false;
 
+	/* only the type's owner, and the roles it allows, publish it (1.2) */
+	saga_check_event_right(event_type, true, GetUserId());
+
 	/* publisher: given, else the handler's consumer, else the current role */
 	if (!PG_ARGISNULL(3))
 		publisher = saga_check_name(fcinfo, 3, "publisher");
@@ -328,6 +334,15 @@ saga_subscribe(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied for function %s", format_procedure(handler)),
 				 errdetail("Handlers run as the role that subscribes them, which must be allowed to execute them.")));
+
+	/*
+	 * Another role's event type needs its grant (1.2); so does the
+	 * on_failure event, published for the subscriber.  A type nobody owns
+	 * yet becomes the caller's.
+	 */
+	saga_check_event_right(event_type, false, caller);
+	if (on_failure != NULL)
+		saga_check_event_right(on_failure, true, caller);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
