@@ -299,7 +299,7 @@ saga_dispatch_batch(int limit)
 	int			nsettle = 0;
 	int64	   *abort_ids;
 	const char **abort_reasons;
-	int			nabort = 0;
+	volatile int nabort = 0;
 	Datum	   *done_seqs;
 	Datum	   *done_ats;
 	Oid			seq_oid;

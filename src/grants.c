@@ -23,8 +23,8 @@
  * the tables' owner.
  *
  * saga_publish() is on the hot path: the right to publish a type is looked
- * up once per transaction and type (the last one is remembered), with one
- * index scan.  A database whose schema is older than 1.2 has none of these
+ * up once per transaction, role and type (the last few are remembered),
+ * with one index scan.  A database whose schema is older than 1.2 has none of these
  * tables: there, as before 1.2, nothing is checked.
  *
  *-------------------------------------------------------------------------
@@ -119,17 +119,64 @@ static SagaPlan mermaid_plan = {
 };
 
 /*
- * The last event type the current role may publish, remembered for the
- * rest of the transaction; forgotten when this session changes a grant.
+ * The event types that roles were found allowed to publish in this
+ * transaction (a worker's batch publishes a few types over and over):
+ * remembered until it ends, or until this session changes a grant.
  */
+#define SAGA_KNOWN_TYPES	8
+
+typedef struct KnownType
+{
+	Oid			role;
+	char		name[4 * 200 + 1];	/* saga_check_name's limit, in bytes */
+} KnownType;
+
+static KnownType known_types[SAGA_KNOWN_TYPES];
+static int	n_known_types = 0;
+static int	next_known_type = 0;	/* the one to replace when full */
 static LocalTransactionId known_lxid = InvalidLocalTransactionId;
-static Oid	known_role = InvalidOid;
-static char known_type[4 * 200 + 1];
 
 static void
 forget_known_type(void)
 {
 	known_lxid = InvalidLocalTransactionId;
+}
+
+/* Was role found allowed to publish event_type in this transaction? */
+static bool
+is_known_type(const char *event_type, Oid role)
+{
+	int			i;
+
+	if (known_lxid != MyProc->lxid)
+	{
+		n_known_types = 0;
+		next_known_type = 0;
+		known_lxid = MyProc->lxid;
+		return false;
+	}
+	for (i = 0; i < n_known_types; i++)
+		if (known_types[i].role == role && strcmp(known_types[i].name, event_type) == 0)
+			return true;
+	return false;
+}
+
+static void
+remember_known_type(const char *event_type, Oid role)
+{
+	KnownType  *k;
+
+	if (strlen(event_type) >= sizeof(known_types[0].name))
+		return;
+	if (n_known_types < SAGA_KNOWN_TYPES)
+		k = &known_types[n_known_types++];
+	else
+	{
+		k = &known_types[next_known_type];
+		next_known_type = (next_known_type + 1) % SAGA_KNOWN_TYPES;
+	}
+	k->role = role;
+	strcpy(k->name, event_type);
 }
 
 /* Does role have the privileges of owner or of one of the grantees? */
@@ -213,8 +260,7 @@ saga_check_event_right(const char *event_type, bool publish, Oid role)
 
 	if (!saga_schema_is_1_2())
 		return;
-	if (publish && known_lxid == MyProc->lxid && known_role == role &&
-		strcmp(known_type, event_type) == 0)
+	if (publish && is_known_type(event_type, role))
 		return;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -234,12 +280,8 @@ saga_check_event_right(const char *event_type, bool publish, Oid role)
 				 errhint("Its owner can allow it with saga_grant_events('%s', '%s'%s).",
 						 event_type, role_name(role), publish ? ", 'publish'" : "")));
 
-	if (publish && strlen(event_type) < sizeof(known_type))
-	{
-		strcpy(known_type, event_type);
-		known_role = role;
-		known_lxid = MyProc->lxid;
-	}
+	if (publish)
+		remember_known_type(event_type, role);
 }
 
 /* 'subscribe' or 'publish', else an error; true for 'publish'. */
