@@ -9,7 +9,8 @@
 # From another database's session, the engine's rows cannot be seen: the
 # drop succeeds, and the dropped role's pending delivery is dead-lettered
 # at its first attempt with a clear error (not retried on "invalid role
-# OID"), its saga aborted and failed.
+# OID"), its saga aborted and failed; its orchestrated saga's step fails
+# for good at once, and the saga fails.
 #
 # The roles get the engine's functions through a group role, and their
 # handlers are owned by the superuser: they own no object of PostgreSQL's
@@ -103,13 +104,16 @@ is(su('SELECT who FROM inbox WHERE n = 4'), 'heir', '... as the new owner');
 
 # --- From another database: the pending work fails its saga cleanly ----------
 
-as('app3', q{SELECT saga_subscribe('c3', 'Thing3', 'take(saga.event)')});
-su(q{SELECT saga_pause_consumer('c3'); DELETE FROM saga.saga_grant});
+as('app3', q{SELECT saga_subscribe('c3', 'Thing3', 'take(saga.event)');
+SELECT saga_define('plan3', saga_step('one', 'step_ok(jsonb)', service => 'svc3'))});
+su(q{SELECT saga_pause_consumer('c3'); SELECT saga_pause_consumer('svc3'); DELETE FROM saga.saga_grant});
 as('app3', q{SELECT saga_begin('s3') AS id \gset
-SELECT saga_publish('Thing3', '{"n": 3}', :id)});
+SELECT saga_publish('Thing3', '{"n": 3}', :id);
+SELECT saga_start('plan3')});
 my $saga = su(q{SELECT max(id) FROM saga.instance WHERE saga_type = 's3'});
+my $orch = su(q{SELECT max(id) FROM saga.instance WHERE saga_type = 'plan3'});
 $node->safe_psql('postgres', 'DROP ROLE app3');
-su(q{SELECT saga_resume_consumer('c3')});
+su(q{SELECT saga_resume_consumer('c3'); SELECT saga_resume_consumer('svc3')});
 ok($node->poll_query_until('shop',
 		q{SELECT count(*) = 1 FROM saga.delivery d JOIN saga.subscription s ON s.id = d.subscription_id
 		   WHERE s.consumer = 'c3' AND d.status = 'dead'}),
@@ -124,6 +128,11 @@ ok($node->poll_query_until('shop', "SELECT status = 'failed' FROM saga.instance 
 like(su("SELECT reason FROM saga.instance WHERE id = $saga"), qr/no longer exists/,
 	'... with the reason');
 is(su('SELECT count(*) FROM inbox WHERE n = 3'), '0', 'nothing ran as anyone else');
+ok($node->poll_query_until('shop', "SELECT status = 'failed' FROM saga.instance WHERE id = $orch"),
+	'an orchestrated saga of the dropped role fails');
+like(su("SELECT string_agg(outcome || ' ' || attempt || ' ' || detail, '; ') FROM saga.step_run WHERE saga_id = $orch"),
+	qr/^error 1 role \d+ that the saga's steps run as no longer exists$/,
+	'... its step failed for good at its first attempt');
 
 $node->stop;
 done_testing();
