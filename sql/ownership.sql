@@ -195,8 +195,32 @@ SELECT saga_order_status(:o1) AS order_status, saga_status(:o1) AS saga_status,
        (SELECT count(*) FROM saga_trace(:o1)) AS trace_rows;
 RESET ROLE;
 
--- Clean up.
 DROP EXTENSION saga CASCADE;
+
+--
+-- 5. Updating from 1.1: nothing is checked before the update; after it,
+-- each type users subscribed to belongs to the role of its oldest
+-- subscription, and the other roles subscribed to it keep the right.
+--
+CREATE EXTENSION saga VERSION '1.1';
+GRANT EXECUTE ON FUNCTION saga_subscribe(text, text, regprocedure, text, boolean),
+                          saga_publish(text, jsonb, bigint, text)
+   TO own_clinic, own_spy;
+SET ROLE own_clinic;
+CREATE FUNCTION clinic.on_any(e saga.event) RETURNS void LANGUAGE sql AS 'SELECT';
+SELECT saga_subscribe('ward', 'Shared', 'clinic.on_any(saga.event)') > 0 AS subscribed;
+SET ROLE own_spy;
+CREATE FUNCTION spy.on_any(e saga.event) RETURNS void LANGUAGE sql AS 'SELECT';
+SELECT saga_subscribe('spy', 'Shared', 'spy.on_any(saga.event)') > 0 AS subscribed_before_1_2;
+RESET ROLE;
+ALTER EXTENSION saga UPDATE TO '1.2';
+SELECT name, owner, subscribers, publishers FROM saga_event_types WHERE NOT builtin ORDER BY name;
+SET ROLE own_spy;
+SELECT own_try('SELECT saga_publish(''Shared'', ''{}'')') AS spy_publishes_after_update;
+RESET ROLE;
+DROP EXTENSION saga CASCADE;
+
+-- Clean up.
 DROP SCHEMA clinic, spy CASCADE;
 DROP FUNCTION own_try(text), own_try_hint(text);
 DROP ROLE own_clinic, own_spy;
