@@ -440,7 +440,8 @@ $$;
  * The example's event types are the extension owner's: its services alone
  * subscribe to them and publish them.  SagaAborted, which the engine
  * publishes, is open to every role for subscribing (a role's compensations
- * listen to it, for its own saga types).  The example grants its 'order'
+ * listen to it), but reaches a subscription only if its role may see the
+ * saga (publish.c).  The example grants its 'order'
  * sagas to PUBLIC: saga_place_order's customers see their orders.
  */
 CREATE TABLE saga.event_type (

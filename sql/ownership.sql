@@ -179,6 +179,21 @@ SELECT own_try('SELECT saga_publish(''SagaAborted'', ''{}'')') AS forge_abort;
 SELECT own_try('SELECT saga_subscribe(''spy'', ''MyOwnType'', ''spy.steal(saga.event)'', on_failure => ''PaymentFailed'')') AS on_failure_forges;
 SELECT saga_subscribe('spy', 'SagaAborted', 'spy.steal(saga.event)', forward => false,
                       saga_type => 'spying') > 0 AS compensates_own;
+-- SagaAborted reaches only the roles that may see the saga
+SELECT saga_subscribe('spy_all', 'SagaAborted', 'spy.steal(saga.event)', forward => false) > 0 AS listens_to_all;
+SET ROLE own_clinic;
+SELECT saga_subscribe('ward', 'SagaAborted', 'clinic.on_admitted(saga.event)', forward => false) > 0 AS compensates;
+SELECT saga_begin('admission') AS a4 \gset
+SELECT saga_cancel(:a4, 'patient went home');
+SET ROLE own_spy;
+SELECT saga_begin('spying') AS s1 \gset
+SELECT saga_cancel(:s1, 'spy caught');
+RESET ROLE;
+TRUNCATE spy.loot;
+TRUNCATE clinic.ward;
+SELECT saga_run_pending() > 0 AS ran;
+SELECT payload->>'saga_type' AS spy_heard_of, payload->>'reason' AS reason FROM spy.loot ORDER BY 1;
+SELECT count(*) FILTER (WHERE patient IS NULL) AS ward_heard_of_aborts FROM clinic.ward;
 RESET ROLE;
 SELECT name, owner = (SELECT relowner::regrole FROM pg_class WHERE oid = 'saga.event'::regclass) AS extension_owners,
        subscribers, publishers

@@ -16,7 +16,10 @@
  * not hear of a trip's SagaAborted.
  *
  * An event type belongs to a role (1.2, grants.c): another role subscribes
- * to it or publishes it only with its owner's grant.
+ * to it or publishes it only with its owner's grant.  Any role may
+ * subscribe to the engine's SagaAborted, but it reaches a subscription only
+ * if its role may see the saga (grants.c): it tells the saga's type and
+ * the reason it was aborted.
  *
  *-------------------------------------------------------------------------
  */
@@ -55,6 +58,14 @@ static SagaPlan publish_plan = {
 	"   WHERE s.event_type = $1"
 	"     AND (s.saga_type IS NULL OR"
 	"          s.saga_type = (SELECT i.saga_type FROM saga.instance i WHERE i.id = $2))"
+	"     AND ($1 <> 'SagaAborted' OR"
+	"          EXISTS (SELECT FROM saga.instance i"
+	"                   WHERE i.id = $2"
+	"                     AND (pg_has_role(s.owner::oid, i.owner::oid, 'USAGE') OR"
+	"                          EXISTS (SELECT FROM saga.saga_grant g"
+	"                                   WHERE g.saga_type = i.saga_type AND g.owner = i.owner"
+	"                                     AND (g.grantee = 0 OR"
+	"                                          pg_has_role(s.owner::oid, g.grantee::oid, 'USAGE'))))))"
 	"   ORDER BY s.id)"
 	"SELECT id FROM e",
 	5, {TEXTOID, INT8OID, JSONBOID, TEXTOID, INT8OID}
