@@ -15,6 +15,7 @@ OBJS = \
 	src/stats.o \
 	src/retention.o \
 	src/publish.o \
+	src/grants.o \
 	src/instance.o \
 	src/wakeup.o \
 	src/utility.o \
@@ -27,7 +28,7 @@ PG_CPPFLAGS = -I$(srcdir)/src
 
 # Suites driven by saga_run_pending(), in a cluster without the library
 # preloaded (so no worker competes with the test, and that mode is tested).
-REGRESS = choreography orchestration failures operations bad_input subscriptions security promises await
+REGRESS = choreography orchestration failures operations bad_input subscriptions security promises await ownership
 REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=$(srcdir)/test/no_preload.conf
 
 # Suites that run through the background workers.

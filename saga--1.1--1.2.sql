@@ -573,6 +573,164 @@ CREATE OR REPLACE VIEW saga_stuck AS
 -- Who may see and subscribe to what: event types, traces, statuses
 ------------------------------------------------------------------------------
 
+/*
+ * An event type belongs to a role: the first that publishes it, subscribes
+ * to it or grants on it (saga.event_type).  Another role may subscribe to
+ * it, or publish it, only with a grant of its owner's (saga.event_grant,
+ * saga_grant_events(); the grantee '-', i.e. 0, is PUBLIC): else any role
+ * allowed to subscribe would read every other role's events, and any role
+ * allowed to publish could forge them into another service's handlers.  A
+ * subscription's on_failure event is published for its subscriber: it
+ * needs the right to publish it.  Revoking the right to subscribe removes
+ * the subscriptions it allowed, with their pending deliveries.
+ *
+ * A saga's status and trace (saga_status, saga_await, saga_trace,
+ * saga_trace_mermaid) are shown to the roles that have its owner's
+ * privileges, and to those the owner granted its sagas of that type to
+ * (saga.saga_grant, saga_grant_sagas()); nobody else.  saga_trace and
+ * saga_trace_mermaid become C functions that check the caller (a SECURITY
+ * DEFINER function cannot tell who called it), then read the trace as the
+ * tables' owner through the SQL functions of those names, moved to schema
+ * saga.
+ *
+ * The example's event types are the extension owner's: its services alone
+ * subscribe to them and publish them.  SagaAborted, which the engine
+ * publishes, is open to every role for subscribing (a role's compensations
+ * listen to it), but reaches a subscription only if its role may see the
+ * saga (publish.c).  The example grants its 'order'
+ * sagas to PUBLIC: saga_place_order's customers see their orders.
+ */
+CREATE TABLE saga.event_type (
+    name       text PRIMARY KEY,
+    owner      regrole NOT NULL,
+    builtin    boolean NOT NULL DEFAULT false,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE saga.event_type IS
+'who owns each event type: the first role that published it, subscribed to it or granted on it';
+
+CREATE TABLE saga.event_grant (
+    event_type text NOT NULL REFERENCES saga.event_type ON DELETE CASCADE,
+    grantee    regrole NOT NULL,
+    privilege  text NOT NULL CHECK (privilege IN ('subscribe', 'publish')),
+    builtin    boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (event_type, privilege, grantee)
+);
+CREATE INDEX event_grant_grantee_idx ON saga.event_grant (grantee);
+COMMENT ON TABLE saga.event_grant IS
+'what an event type''s owner allowed other roles (grantee 0, shown as -, is PUBLIC): to subscribe to it or to publish it';
+
+CREATE TABLE saga.saga_grant (
+    saga_type  text NOT NULL,
+    owner      regrole NOT NULL,
+    grantee    regrole NOT NULL,
+    builtin    boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (saga_type, owner, grantee)
+);
+CREATE INDEX saga_grant_grantee_idx ON saga.saga_grant (grantee);
+COMMENT ON TABLE saga.saga_grant IS
+'roles (grantee 0, shown as -, is PUBLIC) that see the status and trace of owner''s sagas of saga_type';
+
+REVOKE ALL ON saga.event_type, saga.event_grant, saga.saga_grant FROM PUBLIC;
+SELECT pg_extension_config_dump('saga.event_type', 'WHERE NOT builtin');
+SELECT pg_extension_config_dump('saga.event_grant', 'WHERE NOT builtin');
+SELECT pg_extension_config_dump('saga.saga_grant', 'WHERE NOT builtin');
+
+-- The example's event types, and the engine's SagaAborted.
+INSERT INTO saga.event_type (name, owner, builtin)
+SELECT t, (SELECT c.relowner::regrole FROM pg_class c WHERE c.oid = 'saga.event'::regclass), true
+  FROM unnest(ARRAY['OrderCreated', 'PaymentProcessed', 'PaymentFailed', 'InventoryReserved',
+                    'InventoryReservationFailed', 'PaymentRefunded', 'SagaAborted']) AS t;
+INSERT INTO saga.event_grant (event_type, grantee, privilege, builtin)
+VALUES ('SagaAborted', 0, 'subscribe', true);
+INSERT INTO saga.saga_grant (saga_type, owner, grantee, builtin)
+SELECT 'order', c.relowner::regrole, 0, true FROM pg_class c WHERE c.oid = 'saga.event'::regclass;
+
+-- Users' event types subscribed to before 1.2: the role of the oldest
+-- subscription owns each, and the other roles that subscribe keep the right.
+INSERT INTO saga.event_type (name, owner)
+SELECT DISTINCT ON (s.event_type) s.event_type, s.owner
+  FROM saga.subscription s
+ WHERE NOT s.builtin
+ ORDER BY s.event_type, s.id
+ON CONFLICT (name) DO NOTHING;
+INSERT INTO saga.event_grant (event_type, grantee, privilege)
+SELECT DISTINCT s.event_type, s.owner, 'subscribe'
+  FROM saga.subscription s JOIN saga.event_type t ON t.name = s.event_type
+ WHERE NOT s.builtin AND s.owner <> t.owner
+ON CONFLICT DO NOTHING;
+
+CREATE FUNCTION saga_grant_events(event_type text, grantee text, privilege text DEFAULT 'subscribe')
+RETURNS void
+AS 'MODULE_PATHNAME', 'saga_grant_events'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION saga_grant_events(text, text, text) IS
+'allow grantee (a role, or PUBLIC) to subscribe to (privilege ''subscribe'') or publish (''publish'') an event type of the calling role''s; an unowned type becomes the caller''s';
+
+CREATE FUNCTION saga_revoke_events(event_type text, grantee text, privilege text DEFAULT 'subscribe')
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'saga_revoke_events'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION saga_revoke_events(text, text, text) IS
+'take back a grant of saga_grant_events(); subscriptions left without the right go, with their pending deliveries; false if there was no such grant';
+
+CREATE FUNCTION saga_grant_sagas(saga_type text, grantee text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'saga_grant_sagas'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION saga_grant_sagas(text, text) IS
+'let grantee (a role, or PUBLIC) see the status and trace of the calling role''s sagas of saga_type';
+
+CREATE FUNCTION saga_revoke_sagas(saga_type text, grantee text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'saga_revoke_sagas'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION saga_revoke_sagas(text, text) IS
+'take back a grant of saga_grant_sagas(); false if there was none';
+
+REVOKE ALL ON FUNCTION saga_grant_events(text, text, text), saga_revoke_events(text, text, text),
+                       saga_grant_sagas(text, text), saga_revoke_sagas(text, text) FROM PUBLIC;
+
+CREATE VIEW saga_event_types AS
+    SELECT t.name, t.owner,
+           ARRAY(SELECT CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE g.grantee::text END
+                   FROM saga.event_grant g
+                  WHERE g.event_type = t.name AND g.privilege = 'subscribe'
+                  ORDER BY g.grantee::text) AS subscribers,
+           ARRAY(SELECT CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE g.grantee::text END
+                   FROM saga.event_grant g
+                  WHERE g.event_type = t.name AND g.privilege = 'publish'
+                  ORDER BY g.grantee::text) AS publishers,
+           t.builtin, t.created_at
+      FROM saga.event_type t;
+COMMENT ON VIEW saga_event_types IS
+'every event type: its owner, and the roles it allows to subscribe and to publish besides itself';
+GRANT SELECT ON saga_event_types TO PUBLIC;
+
+-- The trace functions check their caller, then read as the tables' owner.
+-- (moved to schema saga, keeping their names: their bodies name their
+-- arguments by them)
+ALTER FUNCTION saga_trace(bigint) SET SCHEMA saga;
+ALTER FUNCTION saga.saga_trace(bigint) SECURITY INVOKER;
+REVOKE ALL ON FUNCTION saga.saga_trace(bigint) FROM PUBLIC;
+ALTER FUNCTION saga_trace_mermaid(bigint) SET SCHEMA saga;
+ALTER FUNCTION saga.saga_trace_mermaid(bigint) SECURITY INVOKER;
+REVOKE ALL ON FUNCTION saga.saga_trace_mermaid(bigint) FROM PUBLIC;
+
+CREATE FUNCTION saga_trace(saga_id bigint)
+RETURNS TABLE (seq integer, sender text, receiver text, message text, at timestamptz)
+AS 'MODULE_PATHNAME', 'saga_trace'
+LANGUAGE C STABLE STRICT PARALLEL UNSAFE;
+COMMENT ON FUNCTION saga_trace(bigint) IS
+'the messages of one saga in the order they happened, as arrows of a sequence diagram (its owner, and the roles it granted the saga type to)';
+
+CREATE FUNCTION saga_trace_mermaid(saga_id bigint)
+RETURNS text
+AS 'MODULE_PATHNAME', 'saga_trace_mermaid'
+LANGUAGE C STABLE STRICT PARALLEL UNSAFE;
+COMMENT ON FUNCTION saga_trace_mermaid(bigint) IS
+'the saga''s trace as a Mermaid sequenceDiagram, ending with a note of its outcome (its owner, and the roles it granted the saga type to)';
+
 ------------------------------------------------------------------------------
 -- Hanging handlers, held locks, settings: work that waits does not hold up other work
 ------------------------------------------------------------------------------

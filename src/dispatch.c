@@ -257,7 +257,9 @@ record_failure(ClaimedDelivery *cd, ErrorData *edata, bool counted)
 	 */
 	values[1] = Int32GetDatum(transient ? (counted ? -1 : 0) : (counted ? 0 : 1));
 	values[2] = CStringGetTextDatum(msg);
-	values[3] = Int32GetDatum(saga_max_attempts);
+	/* a role that no longer exists will never run it: dead at once */
+	values[3] = Int32GetDatum(edata->sqlerrcode == ERRCODE_SAGA_ROLE_GONE ?
+							  0 : saga_max_attempts);
 	values[4] = Float8GetDatum(saga_retry_delay_ms(cd->attempts + 1, edata->sqlerrcode));
 	values[5] = BoolGetDatum(!transient);	/* kept for the trace */
 	saga_execute(saga_schema_is_1_2() ? &failed_plan : &failed_plan_1_1,
@@ -347,6 +349,9 @@ dispatch(int limit, int64 counted_id)
 	int			ncancel = 0;
 	int64	   *settle_ids;
 	int			nsettle = 0;
+	int64	   *abort_ids;
+	const char **abort_reasons;
+	volatile int nabort = 0;
 	Datum	   *done_seqs;
 	Datum	   *done_ats;
 	Oid			seq_oid;
@@ -384,6 +389,8 @@ dispatch(int limit, int64 counted_id)
 	done_ats = palloc(sizeof(Datum) * Max(result.claimed, 1));
 	cancel_ids = palloc(sizeof(Datum) * Max(result.claimed, 1));
 	settle_ids = palloc(sizeof(int64) * Max(result.claimed, 1));
+	abort_ids = palloc(sizeof(int64) * Max(result.claimed, 1));
+	abort_reasons = palloc(sizeof(char *) * Max(result.claimed, 1));
 
 	for (i = 0; i < result.claimed; i++)
 	{
@@ -492,6 +499,12 @@ dispatch(int limit, int64 counted_id)
 			if (saga_error_is_transient(edata->sqlerrcode))
 				result.transient++;
 			MemoryContextSwitchTo(batch_cxt);
+			/* its role is gone: the saga cannot go on, it is aborted */
+			if (edata->sqlerrcode == ERRCODE_SAGA_ROLE_GONE && cd->has_saga_id && cd->forward)
+			{
+				abort_ids[nabort] = cd->saga_id;
+				abort_reasons[nabort++] = pstrdup(edata->message);
+			}
 			result.failed++;
 		}
 		PG_END_TRY();
@@ -533,6 +546,8 @@ dispatch(int limit, int64 counted_id)
 											  sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 		saga_execute(&cancel_plan, &arg, NULL, false, 0);
 	}
+	if (nabort > 0)
+		saga_abort_now(abort_ids, abort_reasons, nabort);
 	if (nsettle > 0)
 		saga_settle_aborted(settle_ids, nsettle);
 

@@ -275,6 +275,7 @@ saga_status(PG_FUNCTION_ARGS)
 	char	   *status;
 	text	   *result;
 
+	saga_check_visible(PG_GETARG_INT64(0));	/* its owner's, and grantees' */
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	status = lookup_status(PG_GETARG_INT64(0), NULL);
@@ -339,6 +340,7 @@ saga_await(PG_FUNCTION_ARGS)
 						IsolationIsSerializable() ? "SERIALIZABLE" : "REPEATABLE READ"),
 				 errhint("Call it in a READ COMMITTED transaction.")));
 
+	saga_check_visible(saga_id);	/* its owner's, and grantees' */
 	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
 
 	if (SPI_connect() != SPI_OK_CONNECT)

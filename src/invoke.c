@@ -311,7 +311,7 @@ saga_invoke_as(Oid role, FmgrInfo *flinfo, Datum arg, bool *isnull)
 {
 	LOCAL_FCINFO(fcinfo, 1);
 	MemoryContext cxt = CurrentMemoryContext;
-	RoleSettings *settings = lookup_role_settings(role);
+	RoleSettings *settings;
 	Oid			save_userid;
 	int			save_sec_context;
 	int			save_nestlevel;
@@ -319,6 +319,24 @@ saga_invoke_as(Oid role, FmgrInfo *flinfo, Datum arg, bool *isnull)
 	int			limit;
 	bool		armed = false;
 
+	/*
+	 * A role dropped from another database's session (in this one, DROP
+	 * ROLE is refused while the engine names it: utility.c) can never run
+	 * its work, and no other role may stand in for it: say so, once.  The
+	 * work fails for good (dispatch.c, orchestrate.c).
+	 */
+	if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(role)))
+		ereport(ERROR,
+				(errcode(ERRCODE_SAGA_ROLE_GONE),
+				 saga_current_delivery != NULL ?
+				 errmsg("role %u of consumer \"%s\" no longer exists",
+						role, saga_current_delivery->consumer) :
+				 errmsg("role %u that the saga's steps run as no longer exists", role),
+				 errdetail("The role was dropped while work of its was pending; "
+						   "its work cannot run as any other role."),
+				 errhint("Before DROP ROLE, run REASSIGN OWNED BY the role in every database that uses saga.")));
+
+	settings = lookup_role_settings(role);
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(role,
 						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE |

@@ -229,6 +229,12 @@ extern double saga_retry_delay_ms(int attempts, int sqlerrcode);
 /* SQLSTATE SG400: a saga step's business "no" (see saga_reject()). */
 #define ERRCODE_SAGA_REJECTED	MAKE_SQLSTATE('S','G','4','0','0')
 
+/*
+ * SQLSTATE SG410: the role a handler or step runs as no longer exists (it
+ * was dropped from another database's session): its work can never run.
+ */
+#define ERRCODE_SAGA_ROLE_GONE	MAKE_SQLSTATE('S','G','4','1','0')
+
 /* ------------------------------------------------------------------------
  * SPI helpers (spi_util.c)
  * ------------------------------------------------------------------------
@@ -262,10 +268,15 @@ extern int64 saga_publish_event(const char *event_type, Jsonb *payload,
 								const char *publisher, bool has_cause,
 								int64 caused_by);
 
+/* grants.c: who may see and subscribe to what */
+extern void saga_check_event_right(const char *event_type, bool publish, Oid role);
+extern void saga_check_visible(int64 saga_id);
+
 /* abort.c: ending sagas early (deadlines, saga_cancel) */
 extern int	saga_abort_expired(int limit);
 extern int	saga_settle_aborted(int64 *ids, int n);
 extern void saga_mark_aborted(int64 saga_id, const char *reason);
+extern void saga_abort_now(int64 *ids, const char **reasons, int n);
 extern void saga_abort_orchestrated(int64 saga_id, const char *reason);	/* orchestrate.c */
 extern void saga_begin_as_owner(Oid *save_userid, int *save_sec_context);
 extern void saga_end_as_owner(Oid save_userid, int save_sec_context);
