@@ -317,7 +317,7 @@ saga_invoke_as(Oid role, FmgrInfo *flinfo, Datum arg, bool *isnull)
 	int			save_nestlevel;
 	Datum		result;
 	int			limit;
-	bool		armed = false;
+	volatile bool armed = false;
 
 	/*
 	 * A role dropped from another database's session (in this one, DROP
