@@ -232,7 +232,8 @@ CREATE VIEW saga_my_sagas AS
            CASE WHEN i.status <> 'pending' THEN 'done'
                 WHEN i.pattern = 'orchestration' THEN i.phase
                 WHEN EXISTS (SELECT FROM @extschema@.saga_stuck st
-                              WHERE st.saga_id = i.id AND st.problem = 'dead letter') THEN 'stuck'
+                              WHERE st.saga_id = i.id
+                                AND st.problem IN ('dead letter', 'nothing pending')) THEN 'stuck'
                 WHEN i.aborted_at IS NOT NULL THEN 'compensating'
                 ELSE 'forward' END AS phase,
            CASE WHEN i.pattern = 'orchestration' THEN
@@ -289,10 +290,12 @@ AS $$
 BEGIN
     RETURN QUERY SELECT * FROM @extschema@.saga_my_sagas m WHERE m.id = saga_info.saga_id;
     IF NOT FOUND THEN
+        -- raises if it does not exist, or if the caller may not see it at all
         IF @extschema@.saga_status(saga_id) IS NOT NULL THEN
-            RAISE EXCEPTION 'permission denied to see saga %', saga_id
+            RAISE EXCEPTION 'saga % is not one of yours', saga_id
                 USING ERRCODE = 'insufficient_privilege',
-                      DETAIL = 'A saga is shown to its owner and to roles that have the owner''s privileges.';
+                      DETAIL = 'saga_info() shows the sagas of the current role (and of roles it has the privileges of).',
+                      HINT = 'Its owner shared its status and trace with you: use saga_status() and saga_trace().';
         END IF;
     END IF;
 END
@@ -493,6 +496,21 @@ COMMENT ON VIEW saga_databases IS
 -- What is stuck
 ------------------------------------------------------------------------------
 
+-- Whether this database is left without a worker, for saga_stuck (which
+-- any saga owner reads through saga_my_stuck): saga_database_status()
+-- itself shows every database and is the DBA's.
+CREATE FUNCTION saga.unserved_status()
+RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT s.status FROM @extschema@.saga_database_status() s
+     WHERE s.dboid = (SELECT oid FROM pg_database WHERE datname = current_database())
+       AND s.workers = 0 AND s.since IS NOT NULL
+$$;
+COMMENT ON FUNCTION saga.unserved_status() IS
+'why this database has no worker for want of a slot, or NULL';
+
 /*
  * What is stuck.  A dead letter is settled, not stuck, when its
  * subscription published its on_failure event (the saga's other
@@ -500,8 +518,12 @@ COMMENT ON VIEW saga_databases IS
  * ended or been aborted (saga_retry_delivery() refuses it: nothing but
  * compensation runs then), or when its subscription is gone.  Steps are
  * named by their names.  New in 1.2 too: deliveries waiting for a lock
- * another session holds ("Hanging handlers, held locks" below), and a row
- * when this database has no worker for want of a slot (Capacity, above).
+ * another session holds ("Hanging handlers, held locks" below), a row
+ * when this database has no worker for want of a slot (Capacity, above),
+ * and a choreographed saga that nobody ends: nothing of it pending, not
+ * aborted, and nothing published into it for ten seconds (its dead letter
+ * published its on_failure event, say, and the compensations ran, but no
+ * handler failed the saga).
  */
 CREATE OR REPLACE VIEW saga_stuck AS
     SELECT 'compensation failing'::text AS problem, i.id AS saga_id, NULL::bigint AS delivery_id,
@@ -563,11 +585,23 @@ CREATE OR REPLACE VIEW saga_stuck AS
      WHERE d.status = 'pending' AND d.blocked_since < now() - interval '1 second'
     UNION ALL
     SELECT 'no worker', NULL, NULL, 'everything due in database ' || current_database()::text COLLATE "default",
-           NULL, s.status,
+           NULL, u.status,
            'raise max_worker_processes (this needs a restart), or lower saga.workers; see saga_databases'
-      FROM @extschema@.saga_database_status() s
-     WHERE s.dboid = (SELECT oid FROM pg_database WHERE datname = current_database())
-       AND s.workers = 0 AND s.since IS NOT NULL;
+      FROM saga.unserved_status() u(status)
+     WHERE u.status IS NOT NULL
+    UNION ALL
+    SELECT 'nothing pending', i.id, NULL, i.saga_type, NULL, NULL,
+           'no delivery of it is pending and no handler ended it: saga_fail(' || i.id
+           || ', reason) or saga_complete(' || i.id || ') by its owner, or saga_cancel(' || i.id || ')'
+      FROM saga.instance i
+     WHERE i.status = 'pending' AND i.pattern = 'choreography' AND i.aborted_at IS NULL
+       AND i.started_at < now() - interval '10 seconds'
+       AND EXISTS (SELECT FROM saga.event e WHERE e.saga_id = i.id)
+       AND NOT EXISTS (SELECT FROM saga.event e
+                         JOIN saga.delivery d ON d.event_id = e.id
+                        WHERE e.saga_id = i.id AND d.status = 'pending')
+       AND NOT EXISTS (SELECT FROM saga.event e
+                        WHERE e.saga_id = i.id AND e.published_at > now() - interval '10 seconds');
 
 ------------------------------------------------------------------------------
 -- Who may see and subscribe to what: event types, traces, statuses

@@ -48,7 +48,8 @@ static SagaPlan retry_delivery_plan = {
 static SagaPlan retry_look_plan = {
 	"SELECT d.status, s.id IS NOT NULL, coalesce(s.forward, true), e.saga_id,"
 	"       CASE WHEN i.aborted_at IS NOT NULL THEN 'was aborted'"
-	"            WHEN i.status <> 'pending' THEN 'has ' || i.status END"
+	"            WHEN i.status <> 'pending' THEN 'has ' || i.status END,"
+	"       i.id IS NOT NULL AND s.on_failure IS NOT NULL"
 	"  FROM saga.delivery d"
 	"  JOIN saga.event e ON e.id = d.event_id"
 	"  LEFT JOIN saga.subscription s ON s.id = d.subscription_id"
@@ -149,6 +150,14 @@ saga_retry_delivery(PG_FUNCTION_ARGS)
 				 errdetail("It is forward work of that saga, and nothing but compensation runs "
 						   "after a saga has ended or been aborted."),
 				 errhint("Its compensations have run or will run; nothing is left to do for it.")));
+	else if (DatumGetBool(SPI_getbinval(tup, desc, 6, &isnull)))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("delivery %lld cannot be retried: its on_failure event was published into saga %s",
+						(long long) id, SPI_getvalue(tup, desc, 4)),
+				 errdetail("When it died, the saga's other participants were told, and took over "
+						   "(compensating); running it again would publish the failure twice."),
+				 errhint("If the saga is still pending with nothing left to do, end it with saga_fail() or saga_cancel().")));
 	else
 	{
 		saga_execute(&retry_delivery_plan, &arg, NULL, false, 0);

@@ -27,7 +27,8 @@
  * been aborted (its deadline passed, or saga_cancel()), or had already
  * completed or failed when the event was published: a late event must not
  * reserve stock for an order that failed.  Compensations (forward = false)
- * still run.  An aborted choreographed saga fails, with the abort's reason,
+ * still run, and so does every delivery of SagaAborted, which the abort
+ * itself publishes for the services to undo their part.  An aborted choreographed saga fails, with the abort's reason,
  * once none of its deliveries is pending any more (see abort.c).
  *
  *-------------------------------------------------------------------------
@@ -94,8 +95,9 @@ typedef struct ClaimedDelivery
 	"       CASE WHEN pg_column_size(e.payload) <= $2 THEN e.payload END," \
 	"       s.forward," \
 	"       coalesce(i.status = 'pending' AND i.aborted_at IS NOT NULL, false)," \
-	"       coalesce(s.forward AND (i.aborted_at IS NOT NULL OR" \
-	"                               (i.status <> 'pending' AND e.seq > i.finish_seq)), false)," \
+	"       coalesce(s.forward AND e.event_type <> 'SagaAborted' AND" \
+	"                (i.aborted_at IS NOT NULL OR" \
+	"                 (i.status <> 'pending' AND e.seq > i.finish_seq)), false)," \
 	"       pg_column_size(e.payload)" \
 	"  FROM saga.delivery d" \
 	"  JOIN saga.subscription s ON s.id = d.subscription_id" \

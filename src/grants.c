@@ -475,7 +475,6 @@ saga_check_visible(int64 saga_id)
 	Oid			save_userid;
 	int			save_sec_context;
 	bool		allowed = true;
-	char	   *saga_type = NULL;
 
 	/* the tables' owner reads every trace (saga_trace_mermaid does) */
 	if (!saga_schema_is_1_2() || superuser_arg(role) || role == saga_internal_owner())
@@ -490,7 +489,6 @@ saga_check_visible(int64 saga_id)
 		HeapTuple	tup = SPI_tuptable->vals[0];
 		TupleDesc	desc = SPI_tuptable->tupdesc;
 
-		saga_type = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
 		allowed = role_is_allowed(role,
 								  DatumGetObjectId(SPI_getbinval(tup, desc, 1, &isnull)),
 								  SPI_getbinval(tup, desc, 3, &isnull));
@@ -504,8 +502,8 @@ saga_check_visible(int64 saga_id)
 				 errmsg("permission denied to see saga %lld", (long long) saga_id),
 				 errdetail("A saga is shown to its owner, to roles that have the owner's privileges "
 						   "and to those the owner granted its saga type to."),
-				 errhint("Its owner can allow it with saga_grant_sagas('%s', '%s').",
-						 saga_type, role_name(role))));
+				 errhint("Its owner can allow it with saga_grant_sagas(<its saga type>, '%s').",
+						 role_name(role))));
 }
 
 /*
