@@ -203,27 +203,45 @@ saga_mark_aborted(int64 saga_id, const char *reason)
  * Cancel the forward deliveries of a choreographed saga that have not run,
  * after waiting for those running now.  The caller is connected to SPI
  * and acts as the tables' owner.
+ *
+ * A handler waited for may have published more work into the saga before
+ * it committed, which the statement that waited cannot see (its snapshot
+ * is older than that commit).  So the loop ends only when a round cancels
+ * nothing and locks the same deliveries as the round before, each round
+ * with fresh snapshots; the first round never ends it.  (Found by the
+ * model-based checker: a forward handler ran after saga_cancel().)
  */
 static void
 cancel_waiting_deliveries(int64 saga_id, const char *reason)
 {
 	Datum		values[2];
-	uint64		locked = 0;
+	int64		locked_count = -1;	/* what the last round locked: count ... */
+	int64		locked_sum = -1;	/* ... and the sum of the ids */
 
 	values[0] = Int64GetDatum(saga_id);
 	values[1] = CStringGetTextDatum(psprintf("cancelled: %s", reason));
 	for (;;)
 	{
 		uint64		cancelled;
+		int64		sum = 0;
+		uint64		i;
 
 		CHECK_FOR_INTERRUPTS();
 		saga_execute(&cancel_forward_plan, values, NULL, false, 0);
 		cancelled = SPI_processed;
 		/* waits for the deliveries being handled right now */
 		saga_execute(&lock_pending_plan, values, NULL, false, 0);
-		if (cancelled == 0 && SPI_processed == locked)
+		for (i = 0; i < SPI_processed; i++)
+		{
+			bool		isnull;
+
+			sum += DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
+											   SPI_tuptable->tupdesc, 1, &isnull));
+		}
+		if (cancelled == 0 && (int64) SPI_processed == locked_count && sum == locked_sum)
 			break;
-		locked = SPI_processed;
+		locked_count = (int64) SPI_processed;
+		locked_sum = sum;
 	}
 }
 
