@@ -27,7 +27,7 @@
 #	SAGA_CHECK_SEED     the seed (default: random; printed at the start and
 #	                    on failure, so that a failing run can be repeated
 #	                    with the same sagas; the timing is not repeatable)
-#	SAGA_CHECK_SAGAS    how many sagas (default 2000)
+#	SAGA_CHECK_SAGAS    how many sagas (default 3000)
 #	SAGA_CHECK_CRASHES  how many crashes, alternately kill -9 of a worker and
 #	                    an immediate shutdown (default 2)
 # The soak mode of the README is the same test with more of both.
@@ -44,7 +44,7 @@ use IPC::Run;
 use Time::HiRes qw(usleep time);
 
 my $SEED = $ENV{SAGA_CHECK_SEED} // int(rand(2**31));
-my $SAGAS = $ENV{SAGA_CHECK_SAGAS} // 2000;
+my $SAGAS = $ENV{SAGA_CHECK_SAGAS} // 3000;
 my $CRASHES = $ENV{SAGA_CHECK_CRASHES} // 2;
 my $CLIENTS = 3;
 my $PER_TX = 10;           # sagas started per client transaction
@@ -657,7 +657,7 @@ no_rows(qq{
 	              FROM generate_series(0, coalesce(first_no, nsteps) - 1) k) AS want_done,
 	           (SELECT string_agg(k::text, ',' ORDER BY k DESC)
 	              FROM generate_series(0, coalesce(first_no, 0) - 1) k
-	             WHERE (steps->k->>'c')::boolean) AS want_undone
+	             WHERE (steps->(k::integer)->>'c')::boolean) AS want_undone
 	      FROM p)
 	SELECT e.n, e.saga_id, e.pattern, e.steps, e.status, e.want_status, h.done, e.want_done,
 	       h.undone, e.want_undone
