@@ -12,6 +12,209 @@
 -- Sagas end by the engine's own rules (aborts, deadlines, late events)
 ------------------------------------------------------------------------------
 
+/*
+ * An aborted choreographed saga fails by the engine's own rule once its
+ * compensation is over, with the abort's reason (kept in reason from the
+ * abort on); forward work of a saga that is over is cancelled when
+ * claimed; an orchestrated saga's deadline is checked around each step.
+ * These are rules of the C code: no table changes shape for them.
+ */
+
+-- Every failed attempt is kept, for the trace: a step's in step_run
+-- (outcome 'retry', with its attempt number), a delivery's here.
+ALTER TABLE saga.step_run ADD COLUMN attempt integer;
+ALTER TABLE saga.step_run DROP CONSTRAINT step_run_outcome_check;
+ALTER TABLE saga.step_run ADD CONSTRAINT step_run_outcome_check
+    CHECK (outcome IN ('ok', 'rejected', 'error', 'retry'));
+COMMENT ON COLUMN saga.step_run.outcome IS
+'ok; rejected (a business no); error (failed saga.max_attempts times: compensated as a rejection); retry (an attempt that failed and was tried again, or, for a compensation, left stuck)';
+COMMENT ON COLUMN saga.step_run.attempt IS 'which attempt at the step this was, from 1';
+
+CREATE TABLE saga.delivery_failure (
+    delivery_id bigint NOT NULL,
+    saga_id     bigint,
+    attempt     integer NOT NULL,
+    error       text NOT NULL,
+    dead        boolean NOT NULL,
+    seq         bigint NOT NULL DEFAULT nextval('saga.trace_seq'),
+    failed_at   timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX delivery_failure_saga_id_idx ON saga.delivery_failure (saga_id);
+CREATE INDEX delivery_failure_delivery_id_idx ON saga.delivery_failure (delivery_id);
+COMMENT ON TABLE saga.delivery_failure IS
+'every failed attempt at a delivery (lock conflicts aside), the last of a dead letter marked dead';
+REVOKE ALL ON saga.delivery_failure FROM PUBLIC;
+SELECT pg_extension_config_dump('saga.delivery_failure', '');
+
+-- Subscriptions for one saga type only.
+ALTER TABLE saga.subscription ADD COLUMN saga_type text;
+COMMENT ON COLUMN saga.subscription.saga_type IS
+'NULL: events of every saga (and outside sagas); else only events of sagas of this type';
+
+-- saga_subscribe() gets a sixth argument; the grants DBAs gave on the old
+-- one are given again on the new one.
+CREATE TEMPORARY TABLE saga_subscribe_grants AS
+    SELECT a.grantee::regrole::text AS grantee
+      FROM pg_proc p, aclexplode(p.proacl) a
+     WHERE p.oid = 'saga_subscribe(text, text, regprocedure, text, boolean)'::regprocedure
+       AND a.privilege_type = 'EXECUTE' AND a.grantee <> 0 AND a.grantee <> p.proowner;
+DROP FUNCTION saga_subscribe(text, text, regprocedure, text, boolean);
+CREATE FUNCTION saga_subscribe(consumer text, event_type text, handler regprocedure,
+                               on_failure text DEFAULT NULL, forward boolean DEFAULT true,
+                               saga_type text DEFAULT NULL)
+RETURNS integer
+AS 'MODULE_PATHNAME', 'saga_subscribe'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION saga_subscribe(text, text, regprocedure, text, boolean, text) IS
+'make consumer handle every later event of event_type with handler(saga.event), run as the calling role; on_failure: event published when a delivery is dead-lettered; forward = false for a compensation, which still runs after its saga is aborted; saga_type: only events of sagas of that type';
+REVOKE ALL ON FUNCTION saga_subscribe(text, text, regprocedure, text, boolean, text) FROM PUBLIC;
+DO $$
+DECLARE
+    g record;
+BEGIN
+    FOR g IN SELECT grantee FROM saga_subscribe_grants LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION @extschema@.saga_subscribe(text, text, regprocedure, text, boolean, text) TO %s',
+                       g.grantee);
+    END LOOP;
+END
+$$;
+DROP TABLE saga_subscribe_grants;
+
+-- The example's services are the order saga's: they hear of no other.
+UPDATE saga.subscription SET saga_type = 'order' WHERE builtin;
+
+CREATE OR REPLACE VIEW saga_subscriptions AS
+    SELECT s.id, s.consumer, s.event_type, s.handler, s.owner, s.on_failure, s.forward,
+           p.consumer IS NOT NULL AS paused, s.created_at, s.saga_type
+      FROM saga.subscription s
+      LEFT JOIN saga.paused_consumer p ON p.consumer = s.consumer;
+
+/*
+ * What is stuck.  A dead letter is settled, not stuck, when its
+ * subscription published its on_failure event (the saga's other
+ * participants took over), when it is forward work of a saga that has
+ * ended or been aborted (saga_retry_delivery() refuses it: nothing but
+ * compensation runs then), or when its subscription is gone.  Steps are
+ * named by their names.
+ */
+CREATE OR REPLACE VIEW saga_stuck AS
+    SELECT 'compensation failing'::text AS problem, i.id AS saga_id, NULL::bigint AS delivery_id,
+           i.saga_type || ' step ' || coalesce(ds.name, i.step::text) AS work, i.attempts, i.last_error,
+           'saga_retry(' || i.id || ')' AS remedy
+      FROM saga.instance i
+      LEFT JOIN saga.definition_step ds
+        ON ds.definition = i.saga_type AND ds.version = i.definition_version AND ds.step_no = i.step
+     WHERE i.status = 'pending' AND i.phase = 'stuck'
+    UNION ALL
+    SELECT 'step retrying', i.id, NULL, i.saga_type || ' step ' || coalesce(ds.name, i.step::text),
+           i.attempts, i.last_error,
+           'wait (next attempt at ' || i.next_attempt_at || '), or saga_cancel(' || i.id || ')'
+      FROM saga.instance i
+      LEFT JOIN saga.definition_step ds
+        ON ds.definition = i.saga_type AND ds.version = i.definition_version AND ds.step_no = i.step
+     WHERE i.status = 'pending' AND i.phase IN ('forward', 'compensating') AND i.attempts > 0
+    UNION ALL
+    SELECT CASE WHEN p.consumer IS NOT NULL THEN 'consumer paused' ELSE 'delivery retrying' END,
+           e.saga_id, d.id, s.consumer || ' <- ' || e.event_type, d.attempts, d.last_error,
+           CASE WHEN p.consumer IS NOT NULL THEN 'saga_resume_consumer(' || quote_literal(s.consumer) || ')'
+                ELSE 'wait (next attempt at ' || d.next_attempt_at || ')' END
+      FROM saga.delivery d
+      JOIN saga.event e ON e.id = d.event_id
+      JOIN saga.subscription s ON s.id = d.subscription_id
+      LEFT JOIN saga.paused_consumer p ON p.consumer = s.consumer
+     WHERE d.status = 'pending' AND (d.attempts > 0 OR p.consumer IS NOT NULL)
+    UNION ALL
+    SELECT 'service paused', i.id, NULL, i.saga_type || ' step ' || ds.name || ' (' || ds.service || ')',
+           i.attempts, i.last_error, 'saga_resume_consumer(' || quote_literal(ds.service) || ')'
+      FROM saga.instance i
+      JOIN saga.definition_step ds
+        ON ds.definition = i.saga_type AND ds.version = i.definition_version AND ds.step_no = i.step
+      JOIN saga.paused_consumer p ON p.consumer = ds.service
+     WHERE i.status = 'pending' AND i.phase IN ('forward', 'compensating')
+    UNION ALL
+    SELECT 'past its deadline', i.id, NULL, i.saga_type, i.attempts, i.last_error,
+           CASE WHEN i.aborted_at IS NULL THEN 'wait for a worker'
+                ELSE 'wait for its compensation' END
+      FROM saga.instance i
+     WHERE i.status = 'pending' AND i.deadline < now()
+    UNION ALL
+    SELECT 'dead letter', e.saga_id, d.id, s.consumer || ' <- ' || e.event_type, d.attempts, d.last_error,
+           'saga_retry_delivery(' || d.id || ')'
+      FROM saga.delivery d
+      JOIN saga.event e ON e.id = d.event_id
+      JOIN saga.subscription s ON s.id = d.subscription_id
+      LEFT JOIN saga.instance i ON i.id = e.saga_id
+     WHERE d.status = 'dead' AND s.on_failure IS NULL
+       AND NOT (s.forward AND i.id IS NOT NULL AND (i.status <> 'pending' OR i.aborted_at IS NOT NULL));
+
+/*
+ * The trace shows failed attempts: a step's as its request and a 500
+ * answer naming the attempt and the error, a delivery's as an arrow from
+ * the broker naming the attempt (or the dead letter) and the error.
+ */
+CREATE OR REPLACE FUNCTION saga_trace(saga_id bigint)
+RETURNS TABLE (seq integer, sender text, receiver text, message text, at timestamptz)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT (row_number() OVER (ORDER BY t.s))::integer, t.sender, t.receiver, t.message, t.at
+      FROM (SELECT i.start_seq AS s,
+                   CASE WHEN i.saga_type = 'order' THEN 'customer' ELSE 'client' END AS sender,
+                   i.saga_type AS receiver,
+                   CASE WHEN i.saga_type = 'order' THEN 'POST /orders' ELSE 'start' END AS message,
+                   i.started_at AS at
+              FROM saga.instance i
+             WHERE i.id = saga_trace.saga_id
+            UNION ALL
+            SELECT e.seq, e.publisher, 'broker', e.event_type, e.published_at
+              FROM saga.event e
+             WHERE e.saga_id = saga_trace.saga_id
+            UNION ALL
+            SELECT d.seq, 'broker', coalesce(s.consumer, '(unsubscribed)'), e.event_type, d.delivered_at
+              FROM saga.event e
+              JOIN saga.delivery d ON d.event_id = e.id
+              LEFT JOIN saga.subscription s ON s.id = d.subscription_id
+             WHERE e.saga_id = saga_trace.saga_id AND d.status = 'done'
+            UNION ALL
+            SELECT f.seq, 'broker', coalesce(s.consumer, '(unsubscribed)'),
+                   e.event_type ||
+                   CASE WHEN f.dead THEN ' (dead letter after attempt ' || f.attempt || ': '
+                        ELSE ' (attempt ' || f.attempt || ' failed: ' END || f.error || ')',
+                   f.failed_at
+              FROM saga.delivery_failure f
+              JOIN saga.delivery d ON d.id = f.delivery_id
+              JOIN saga.event e ON e.id = d.event_id
+              LEFT JOIN saga.subscription s ON s.id = d.subscription_id
+             WHERE f.saga_id = saga_trace.saga_id
+            UNION ALL
+            SELECT r.request_seq, i.saga_type, r.service, r.request, r.started_at
+              FROM saga.step_run r
+              JOIN saga.instance i ON i.id = r.saga_id
+             WHERE r.saga_id = saga_trace.saga_id
+            UNION ALL
+            SELECT r.response_seq, r.service, i.saga_type,
+                   CASE r.outcome WHEN 'ok' THEN '200 OK'
+                                  WHEN 'rejected' THEN '400 Bad Request'
+                                  WHEN 'retry' THEN '500 Internal Server Error (attempt '
+                                                    || r.attempt || ' failed: ' || r.detail || ')'
+                                  ELSE '500 Internal Server Error' END,
+                   r.finished_at
+              FROM saga.step_run r
+              JOIN saga.instance i ON i.id = r.saga_id
+             WHERE r.saga_id = saga_trace.saga_id
+            UNION ALL
+            SELECT i.finish_seq, i.saga_type,
+                   CASE WHEN i.saga_type = 'order' THEN 'customer' ELSE 'client' END,
+                   CASE WHEN i.saga_type <> 'order' THEN i.status
+                        WHEN i.status = 'completed' THEN '201 Created'
+                        ELSE '500 Internal Server Error' END,
+                   i.finished_at
+              FROM saga.instance i
+             WHERE i.id = saga_trace.saga_id AND i.finish_seq IS NOT NULL) t
+     ORDER BY t.s
+$$;
+
+
 ------------------------------------------------------------------------------
 -- Workers: why they exit
 ------------------------------------------------------------------------------
@@ -19,6 +222,144 @@
 ------------------------------------------------------------------------------
 -- What a saga's owner sees
 ------------------------------------------------------------------------------
+
+/*
+ * The DBA's views (saga_instances, saga_stuck, saga_dead_letters) show
+ * every role's sagas and are not granted to PUBLIC.  A saga's owner sees
+ * its own: the saga_my_* views show the sagas whose owner the current
+ * role has the privileges of (as pg_has_role(owner, 'USAGE') says: the
+ * role itself, roles it inherits, and everything for a superuser), and
+ * saga_info() one of them.  They are not SECURITY DEFINER: views read the
+ * tables with their owner's rights but test the role asking.
+ */
+CREATE VIEW saga_my_sagas AS
+    SELECT i.id, i.saga_type, i.pattern, i.status,
+           CASE WHEN i.status <> 'pending' THEN 'done'
+                WHEN i.pattern = 'orchestration' THEN i.phase
+                WHEN EXISTS (SELECT FROM @extschema@.saga_stuck st
+                              WHERE st.saga_id = i.id AND st.problem = 'dead letter') THEN 'stuck'
+                WHEN i.aborted_at IS NOT NULL THEN 'compensating'
+                ELSE 'forward' END AS phase,
+           CASE WHEN i.pattern = 'orchestration' THEN
+                     (SELECT ds.name FROM saga.definition_step ds
+                       WHERE ds.definition = i.saga_type AND ds.version = i.definition_version
+                         AND ds.step_no = i.step AND i.status = 'pending')
+                ELSE (SELECT string_agg(s.consumer || ' <- ' || e.event_type, ', ' ORDER BY d.id)
+                        FROM saga.event e
+                        JOIN saga.delivery d ON d.event_id = e.id
+                        JOIN saga.subscription s ON s.id = d.subscription_id
+                       WHERE e.saga_id = i.id AND d.status IN ('pending', 'dead')) END AS current_step,
+           i.reason, i.data, i.deadline, i.aborted_at,
+           CASE WHEN i.pattern = 'orchestration' THEN i.attempts
+                ELSE coalesce((SELECT max(d.attempts) FROM saga.event e
+                                 JOIN saga.delivery d ON d.event_id = e.id
+                                WHERE e.saga_id = i.id AND d.status IN ('pending', 'dead')), 0) END
+             AS attempts,
+           CASE WHEN i.pattern = 'orchestration' THEN i.last_error
+                ELSE (SELECT d.last_error FROM saga.event e
+                        JOIN saga.delivery d ON d.event_id = e.id
+                       WHERE e.saga_id = i.id AND d.status IN ('pending', 'dead')
+                         AND d.last_error IS NOT NULL
+                       ORDER BY d.attempts DESC, d.id LIMIT 1) END AS last_error,
+           i.started_at, i.finished_at, i.owner
+      FROM saga.instance i
+     WHERE pg_has_role(i.owner, 'USAGE');
+COMMENT ON VIEW saga_my_sagas IS
+'the sagas of the current role (and of roles it has the privileges of): phase (forward, compensating, stuck, done), the current step or waiting deliveries, reason, data, deadline, attempts and last error';
+GRANT SELECT ON saga_my_sagas TO PUBLIC;
+
+CREATE VIEW saga_my_stuck AS
+    SELECT st.*
+      FROM @extschema@.saga_stuck st
+      JOIN saga.instance i ON i.id = st.saga_id
+     WHERE pg_has_role(i.owner, 'USAGE');
+COMMENT ON VIEW saga_my_stuck IS
+'saga_stuck for the current role''s sagas: what is not moving on, why, and the remedy';
+GRANT SELECT ON saga_my_stuck TO PUBLIC;
+
+CREATE VIEW saga_my_dead_letters AS
+    SELECT dl.*
+      FROM @extschema@.saga_dead_letters dl
+      JOIN saga.instance i ON i.id = dl.saga_id
+     WHERE pg_has_role(i.owner, 'USAGE');
+COMMENT ON VIEW saga_my_dead_letters IS
+'saga_dead_letters for the current role''s sagas';
+GRANT SELECT ON saga_my_dead_letters TO PUBLIC;
+
+CREATE FUNCTION saga_info(saga_id bigint)
+RETURNS SETOF saga_my_sagas
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN QUERY SELECT * FROM @extschema@.saga_my_sagas m WHERE m.id = saga_info.saga_id;
+    IF NOT FOUND THEN
+        IF @extschema@.saga_status(saga_id) IS NOT NULL THEN
+            RAISE EXCEPTION 'permission denied to see saga %', saga_id
+                USING ERRCODE = 'insufficient_privilege',
+                      DETAIL = 'A saga is shown to its owner and to roles that have the owner''s privileges.';
+        END IF;
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION saga_info(bigint) IS
+'one of the current role''s sagas, as saga_my_sagas shows it; an error for a saga that does not exist or belongs to another role';
+
+-- A stuck saga's Mermaid trace says so, with what it is stuck on.
+CREATE OR REPLACE FUNCTION saga_trace_mermaid(saga_id bigint)
+RETURNS text
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    diagram text;
+    i saga.instance;
+    stuck text;
+BEGIN
+    SELECT * INTO i FROM saga.instance WHERE id = saga_trace_mermaid.saga_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'saga % does not exist', coalesce(saga_id::text, 'NULL')
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    SELECT st.problem || ': ' || st.work || coalesce(' (' || st.last_error || ')', '')
+      INTO stuck
+      FROM @extschema@.saga_stuck st
+     WHERE st.saga_id = saga_trace_mermaid.saga_id
+       AND st.problem IN ('compensation failing', 'dead letter')
+     ORDER BY st.problem, st.delivery_id
+     LIMIT 1;
+
+    WITH t AS (SELECT * FROM @extschema@.saga_trace(saga_trace_mermaid.saga_id)),
+         names AS (SELECT name, min(seq) AS first
+                     FROM (SELECT sender AS name, seq FROM t
+                           UNION ALL
+                           SELECT receiver, seq FROM t) x
+                    GROUP BY name),
+         p AS (SELECT name, 'p' || row_number() OVER (ORDER BY first, name) AS alias
+                 FROM names)
+    SELECT string_agg(line, E'\n' ORDER BY ord1, ord2)
+      INTO diagram
+      FROM (SELECT 0 AS ord1, 0::bigint AS ord2, 'sequenceDiagram' AS line
+            UNION ALL
+            SELECT 1, names.first, format('    participant %s as %s', p.alias, saga.mermaid_text(p.name))
+              FROM p JOIN names USING (name)
+            UNION ALL
+            SELECT 2, t.seq, format('    %s->>%s: %s', ps.alias, pr.alias, saga.mermaid_text(t.message))
+              FROM t
+              JOIN p ps ON ps.name = t.sender
+              JOIN p pr ON pr.name = t.receiver
+            UNION ALL
+            SELECT 3, 0, format('    Note over %s: %s', p.alias,
+                                saga.mermaid_text(CASE WHEN i.status = 'pending' AND stuck IS NOT NULL
+                                                       THEN 'stuck: ' || stuck
+                                                       WHEN i.status = 'pending' THEN 'still running'
+                                                       WHEN i.status = 'completed' THEN 'completed'
+                                                       ELSE 'failed: ' || coalesce(i.reason, 'no reason given') END))
+              FROM p
+             WHERE p.name = i.saga_type) lines;
+    RETURN diagram;
+END
+$$;
 
 ------------------------------------------------------------------------------
 -- The history checker: saga_check()

@@ -283,8 +283,32 @@ SELECT count(*) AS forged_entries FROM ledger;
 SELECT status, reason FROM saga_instances WHERE id = :plan;
 SELECT step, outcome, detail FROM saga.step_run WHERE saga_id = :plan ORDER BY request_seq;
 
+-- Long definitions: up to 10,000 steps, defined in linear time (this one
+-- took seconds and a gigabyte before), each name checked once; one more is
+-- refused, as is a name given twice far apart.  A long saga runs to its end.
+CREATE FUNCTION tick(data jsonb) RETURNS jsonb LANGUAGE sql
+    AS $$ SELECT jsonb_build_object('ticks', coalesce((data->>'ticks')::int, 0) + 1) $$;
+SELECT saga_define('long', VARIADIC (SELECT array_agg(saga_step('s' || i, 'tick(jsonb)', 'tick(jsonb)'))
+                                      FROM generate_series(1, 10000) i)) AS version;
+SELECT count(*) AS steps, count(DISTINCT name) AS names, min(step_no), max(step_no),
+       bool_and(name = 's' || (step_no + 1)) AS in_order
+  FROM saga.definition_step WHERE definition = 'long';
+\set VERBOSITY terse
+SELECT saga_define('longer', VARIADIC (SELECT array_agg(saga_step('s' || i, 'tick(jsonb)'))
+                                        FROM generate_series(1, 10001) i));
+SELECT saga_define('twice', VARIADIC (SELECT array_agg(saga_step('s' || (i % 2999), 'tick(jsonb)'))
+                                       FROM generate_series(1, 3000) i));
+\set VERBOSITY default
+SELECT count(*) AS nothing_written FROM saga.definition WHERE name IN ('longer', 'twice');
+SELECT saga_define('walk', VARIADIC (SELECT array_agg(saga_step('s' || i, 'tick(jsonb)'))
+                                      FROM generate_series(1, 250) i)) AS version;
+SELECT saga_start('walk') AS walk \gset
+SELECT saga_run_pending() >= 250 AS ran_every_step;
+SELECT status, data->>'ticks' AS ticks FROM saga_instances WHERE id = :walk;
+
 -- Clean up.
 DROP EXTENSION saga CASCADE;
+DROP FUNCTION tick(jsonb);
 DROP SCHEMA planner CASCADE;
 DROP TABLE booking_log, version_log, refund_switch, planner_notes, ledger;
 DROP SEQUENCE hiccups, refund_tries, v1_hiccup;

@@ -45,7 +45,7 @@ CREATE ROLE saga_customer NOLOGIN;
 -- the README's GRANT, verbatim
 GRANT EXECUTE ON FUNCTION
     saga_publish(text, jsonb, bigint, text),
-    saga_subscribe(text, text, regprocedure, text, boolean),
+    saga_subscribe(text, text, regprocedure, text, boolean, text),
     saga_unsubscribe(text, text),
     saga_begin(text, interval), saga_complete(bigint), saga_fail(bigint, text),
     saga_define(text, saga.step[]), saga_start(text, jsonb, interval), saga_retry(bigint),

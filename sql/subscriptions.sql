@@ -108,7 +108,7 @@ CREATE ROLE app_role LOGIN;
 CREATE TABLE app_table (v text);
 CREATE TABLE secret_table (v text);
 GRANT INSERT, SELECT ON app_table TO app_role;
-GRANT EXECUTE ON FUNCTION saga_subscribe(text, text, regprocedure, text, boolean),
+GRANT EXECUTE ON FUNCTION saga_subscribe(text, text, regprocedure, text, boolean, text),
                           saga_unsubscribe(text, text),
                           saga_publish(text, jsonb, bigint, text) TO app_role;
 CREATE SCHEMA app AUTHORIZATION app_role;

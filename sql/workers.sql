@@ -103,6 +103,24 @@ SELECT saga_unsubscribe('slowpoke', 'Slow');
 ALTER SYSTEM RESET saga.batch_time;
 SELECT pg_reload_conf();
 
+-- A long orchestrated saga keeps to saga.batch_size like any other work:
+-- 50 steps with batches of at most 10 take at least five transactions
+-- (each step notes the transaction it ran in).
+ALTER SYSTEM SET saga.batch_size = 10;
+SELECT pg_reload_conf();
+SELECT pg_sleep(0.5);
+CREATE TABLE step_xact (saga_id bigint, xact xid8);
+CREATE FUNCTION note_xact(data jsonb) RETURNS jsonb LANGUAGE sql
+    AS $$ INSERT INTO step_xact VALUES ((data->>'saga_id')::bigint, pg_current_xact_id()) RETURNING NULL::jsonb $$;
+SELECT saga_define('fifty', VARIADIC (SELECT array_agg(saga_step('s' || i, 'note_xact(jsonb)'))
+                                       FROM generate_series(1, 50) i)) AS version;
+SELECT saga_start('fifty') AS fifty \gset
+SELECT saga_await(:fifty) AS fifty;
+SELECT count(*) AS steps, count(DISTINCT xact) >= 5 AS five_or_more_transactions
+  FROM step_xact WHERE saga_id = :fifty;
+ALTER SYSTEM RESET saga.batch_size;
+SELECT pg_reload_conf();
+
 -- A user-defined orchestrated saga whose compensation fails twice: the
 -- workers retry it with backoff until it succeeds.
 CREATE SEQUENCE undo_tries;
@@ -144,6 +162,21 @@ SELECT saga_subscribe('nobody', 'NeverHandled', 'saga.order_on_payment_failed(sa
 SELECT saga_begin('limbo') AS limbo \gset
 SELECT saga_await(:limbo, '200 milliseconds');
 SELECT saga_unsubscribe('nobody', 'NeverHandled');
+-- Cancelled with nobody listening, it has failed at once; cancelled with
+-- only a compensation listening, a saga fails once the workers ran it,
+-- although no handler calls saga_fail(), and saga_await sees it.
+SELECT saga_cancel(:limbo, 'nobody listens');
+SELECT saga_await(:limbo, '5 s'), reason FROM saga_instances WHERE id = :limbo;
+CREATE TABLE errand_undone (saga_id bigint);
+CREATE FUNCTION undo_errand(e saga.event) RETURNS void LANGUAGE sql
+    AS $$ INSERT INTO errand_undone VALUES (e.saga_id) $$;
+SELECT saga_subscribe('errands', 'SagaAborted', 'undo_errand(saga.event)',
+                      forward => false, saga_type => 'errand') > 0 AS subscribed;
+SELECT saga_begin('errand') AS errand \gset
+SELECT saga_cancel(:errand, 'changed my mind');
+SELECT saga_await(:errand, '10 s') AS errand, reason FROM saga_instances WHERE id = :errand;
+SELECT count(*) AS undone FROM errand_undone WHERE saga_id = :errand;
+SELECT saga_unsubscribe('errands', 'SagaAborted');
 
 -- A burst: 200 orders, half of them orchestrated, all awaited.
 SELECT count(*) FROM (SELECT saga_set_balance('c' || i, 1000) FROM generate_series(1, 20) i) t;

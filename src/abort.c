@@ -9,8 +9,12 @@
  *	- choreographed: the engine cannot know what the services did, so it
  *	  cancels the saga's forward deliveries that have not run yet (those of
  *	  subscriptions with forward = true) and publishes SagaAborted; each
- *	  service undoes its own part on that event, and the saga's handlers
- *	  fail it when that is done.
+ *	  service undoes its own part on that event.  The saga's handlers may
+ *	  fail it when that is done; if none does, the engine fails it, with
+ *	  the abort's reason, as soon as none of its deliveries is pending any
+ *	  more and no compensation of it is dead (saga_settle_aborted(), called
+ *	  at the abort and after each batch that handled one of its
+ *	  deliveries).  A saga nobody listens to fails at once.
  *
  * Cancelling the waiting deliveries must not race with a handler of the
  * same saga that is running right now, or its effects (and what it
@@ -83,9 +87,116 @@ static SagaPlan lock_instance_nowait_plan = {
 };
 
 static SagaPlan mark_aborted_plan = {
-	"UPDATE saga.instance SET aborted_at = clock_timestamp() WHERE id = $1",
-	1, {INT8OID}
+	"UPDATE saga.instance SET aborted_at = clock_timestamp(), reason = $2 WHERE id = $1",
+	2, {INT8OID, TEXTOID}
 };
+
+/*
+ * Settling aborted choreographed sagas: lock them (in id order, as every
+ * transaction that settles several does), then, with a snapshot taken once
+ * the locks are held, fail those with no pending delivery and no dead
+ * compensation.  Two transactions that each handled the last-but-one
+ * delivery of the same saga cannot both miss the end: the second to take
+ * the lock sees what the first committed.
+ */
+static SagaPlan settle_lock_plan = {
+	"SELECT id FROM saga.instance"
+	" WHERE id = ANY($1) AND status = 'pending' AND aborted_at IS NOT NULL"
+	"   AND pattern = 'choreography'"
+	" ORDER BY id"
+	"   FOR UPDATE",
+	1, {INT8ARRAYOID}
+};
+
+static SagaPlan settle_plan = {
+	"UPDATE saga.instance i"
+	"   SET status = 'failed', reason = coalesce(i.reason, 'aborted'),"
+	"       finished_at = clock_timestamp(), finish_seq = nextval('saga.trace_seq')"
+	" WHERE i.id = ANY($1) AND i.status = 'pending' AND i.aborted_at IS NOT NULL"
+	"   AND NOT EXISTS (SELECT FROM saga.event e"
+	"                     JOIN saga.delivery d ON d.event_id = e.id"
+	"                     LEFT JOIN saga.subscription s ON s.id = d.subscription_id"
+	"                    WHERE e.saga_id = i.id"
+	"                      AND (d.status = 'pending' OR"
+	"                           (d.status = 'dead' AND s.forward IS FALSE)))"
+	" RETURNING i.id",
+	1, {INT8ARRAYOID}
+};
+
+static int
+compare_int64(const void *a, const void *b)
+{
+	int64		x = *(const int64 *) a;
+	int64		y = *(const int64 *) b;
+
+	return x < y ? -1 : x > y ? 1 : 0;
+}
+
+/*
+ * Fail the aborted choreographed sagas among ids (duplicates allowed)
+ * whose compensation is over: no delivery of theirs is pending and no
+ * compensation delivery is dead.  Returns how many ended.  The caller is
+ * in a transaction; ids is sorted in place.
+ */
+int
+saga_settle_aborted(int64 *ids, int n)
+{
+	Datum	   *elems;
+	Datum		arg;
+	Oid			save_userid;
+	int			save_sec_context;
+	int			nunique = 0;
+	int			ended;
+	int			i;
+
+	if (n == 0)
+		return 0;
+	qsort(ids, n, sizeof(int64), compare_int64);
+	elems = palloc(sizeof(Datum) * n);
+	for (i = 0; i < n; i++)
+		if (i == 0 || ids[i] != ids[i - 1])
+			elems[nunique++] = Int64GetDatum(ids[i]);
+	arg = PointerGetDatum(construct_array(elems, nunique, INT8OID, sizeof(int64),
+										  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	saga_begin_as_owner(&save_userid, &save_sec_context);
+	saga_execute(&settle_lock_plan, &arg, NULL, false, 0);
+	ended = 0;
+	if (SPI_processed > 0)
+	{
+		saga_execute(&settle_plan, &arg, NULL, false, 0);
+		ended = (int) SPI_processed;
+		for (i = 0; i < ended; i++)
+		{
+			bool		isnull;
+
+			saga_note_finished(DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
+														   SPI_tuptable->tupdesc, 1,
+														   &isnull)));
+		}
+	}
+	saga_end_as_owner(save_userid, save_sec_context);
+	SPI_finish();
+	if (ended > 0)
+		saga_count(SAGA_COUNT_FAILED, ended);
+	return ended;
+}
+
+/*
+ * Mark a saga aborted, with the reason it fails for.  The caller holds the
+ * instance's lock, is connected to SPI and acts as the tables' owner.
+ */
+void
+saga_mark_aborted(int64 saga_id, const char *reason)
+{
+	Datum		values[2];
+
+	values[0] = Int64GetDatum(saga_id);
+	values[1] = CStringGetTextDatum(reason);
+	saga_execute(&mark_aborted_plan, values, NULL, false, 0);
+}
 
 /*
  * Cancel the forward deliveries of a choreographed saga that have not run,
@@ -167,7 +278,7 @@ abort_saga(int64 saga_id, const char *reason, bool wait, Oid check_owner)
 		if (SPI_processed == 0 ||
 			!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull)))
 			return false;
-		saga_execute(&mark_aborted_plan, &arg, NULL, false, 0);
+		saga_mark_aborted(saga_id, reason);
 		saga_abort_orchestrated(saga_id, reason);
 		saga_count(SAGA_COUNT_ABORTED, 1);
 		return true;
@@ -183,12 +294,15 @@ abort_saga(int64 saga_id, const char *reason, bool wait, Oid check_owner)
 	if (SPI_processed == 0 ||
 		!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull)))
 		return false;			/* a last handler finished it meanwhile */
-	saga_execute(&mark_aborted_plan, &arg, NULL, false, 0);
+	saga_mark_aborted(saga_id, reason);
 
 	saga_publish_event("SagaAborted",
 					   saga_jsonb_strings(2, "saga_type", saga_type, "reason", reason),
 					   true, saga_id, saga_type, false, 0);
 	saga_count(SAGA_COUNT_ABORTED, 1);
+
+	/* with nothing left to compensate, it fails now */
+	(void) saga_settle_aborted(&saga_id, 1);
 	return true;
 }
 

@@ -8,6 +8,10 @@
  * the service of that name, until it is resumed: a planned outage of a
  * service.  Its work waits (or its sagas' deadlines abort them).
  *
+ * Retrying a dead letter is refused when it would run forward work of a
+ * saga that has ended or been aborted (nothing but compensation runs
+ * after that), and when its subscription is gone (nothing would run it).
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -41,8 +45,16 @@ static SagaPlan retry_delivery_plan = {
 	1, {INT8OID}
 };
 
-static SagaPlan delivery_exists_plan = {
-	"SELECT 1 FROM saga.delivery WHERE id = $1",
+static SagaPlan retry_look_plan = {
+	"SELECT d.status, s.id IS NOT NULL, coalesce(s.forward, true), e.saga_id,"
+	"       CASE WHEN i.aborted_at IS NOT NULL THEN 'was aborted'"
+	"            WHEN i.status <> 'pending' THEN 'has ' || i.status END"
+	"  FROM saga.delivery d"
+	"  JOIN saga.event e ON e.id = d.event_id"
+	"  LEFT JOIN saga.subscription s ON s.id = d.subscription_id"
+	"  LEFT JOIN saga.instance i ON i.id = e.saga_id"
+	" WHERE d.id = $1"
+	"   FOR UPDATE OF d",
 	1, {INT8OID}
 };
 
@@ -92,20 +104,60 @@ saga_resume_consumer(PG_FUNCTION_ARGS)
 
 /*
  * saga_retry_delivery(delivery_id bigint) returns boolean
+ *
+ * Returns false if the delivery is not dead.
  */
 Datum
 saga_retry_delivery(PG_FUNCTION_ARGS)
 {
 	int64		id = PG_GETARG_INT64(0);
+	Datum		arg = Int64GetDatum(id);
+	Oid			save_userid;
+	int			save_sec_context;
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+	char	   *status;
+	char	   *saga_over;
+	bool		retried;
 
-	if (run_as_owner(&retry_delivery_plan, Int64GetDatum(id)) > 0)
-	{
-		saga_note_published();
-		PG_RETURN_BOOL(true);
-	}
-	if (run_as_owner(&delivery_exists_plan, Int64GetDatum(id)) == 0)
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	saga_begin_as_owner(&save_userid, &save_sec_context);
+	saga_execute(&retry_look_plan, &arg, NULL, false, 0);
+	if (SPI_processed == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_NO_DATA_FOUND),
 				 errmsg("delivery %lld does not exist", (long long) id)));
-	PG_RETURN_BOOL(false);
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	status = TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull));
+	saga_over = SPI_getvalue(tup, desc, 5);
+	if (strcmp(status, "dead") != 0)
+		retried = false;
+	else if (!DatumGetBool(SPI_getbinval(tup, desc, 2, &isnull)))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("delivery %lld cannot be retried: its subscription was removed",
+						(long long) id),
+				 errhint("Subscribe the consumer again and publish the event anew.")));
+	else if (DatumGetBool(SPI_getbinval(tup, desc, 3, &isnull)) && saga_over != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("delivery %lld cannot be retried: saga %s %s",
+						(long long) id, SPI_getvalue(tup, desc, 4), saga_over),
+				 errdetail("It is forward work of that saga, and nothing but compensation runs "
+						   "after a saga has ended or been aborted."),
+				 errhint("Its compensations have run or will run; nothing is left to do for it.")));
+	else
+	{
+		saga_execute(&retry_delivery_plan, &arg, NULL, false, 0);
+		retried = SPI_processed > 0;
+	}
+	saga_end_as_owner(save_userid, save_sec_context);
+	SPI_finish();
+
+	if (retried)
+		saga_note_published();
+	PG_RETURN_BOOL(retried);
 }

@@ -14,6 +14,14 @@
  *
  * A handler runs as the role that subscribed it (see invoke.c).
  *
+ * Nothing forward runs after a saga's end.  A delivery of a subscription
+ * with forward = true is cancelled instead of handled when its saga has
+ * been aborted (its deadline passed, or saga_cancel()), or had already
+ * completed or failed when the event was published: a late event must not
+ * reserve stock for an order that failed.  Compensations (forward = false)
+ * still run.  An aborted choreographed saga fails, with the abort's reason,
+ * once none of its deliveries is pending any more (see abort.c).
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -61,14 +69,20 @@ typedef struct ClaimedDelivery
 	char	   *on_failure;		/* event to publish if dead-lettered */
 	bool		forward;		/* false: a compensation */
 	Jsonb	   *payload;
+	bool		aborting;		/* its saga is aborted and not yet ended */
+	bool		cancel;			/* forward work of a saga that is over */
 } ClaimedDelivery;
 
 static SagaPlan claim_plan = {
 	"SELECT d.id, d.attempts, s.handler::oid, s.owner::oid, s.consumer,"
-	"       e.id, e.saga_id, e, s.on_failure, e.payload, s.forward"
+	"       e.id, e.saga_id, e, s.on_failure, e.payload, s.forward,"
+	"       coalesce(i.status = 'pending' AND i.aborted_at IS NOT NULL, false),"
+	"       coalesce(s.forward AND (i.aborted_at IS NOT NULL OR"
+	"                               (i.status <> 'pending' AND e.seq > i.finish_seq)), false)"
 	"  FROM saga.delivery d"
 	"  JOIN saga.subscription s ON s.id = d.subscription_id"
 	"  JOIN saga.event e ON e.id = d.event_id"
+	"  LEFT JOIN saga.instance i ON i.id = e.saga_id"
 	" WHERE d.status = 'pending' AND d.next_attempt_at <= now()"
 	"   AND NOT EXISTS (SELECT FROM saga.paused_consumer p"
 	"                    WHERE p.consumer = s.consumer)"
@@ -76,6 +90,17 @@ static SagaPlan claim_plan = {
 	" LIMIT $1"
 	"   FOR UPDATE OF d SKIP LOCKED",
 	1, {INT4OID}, NULL, true
+};
+
+static SagaPlan cancel_plan = {
+	"UPDATE saga.delivery d"
+	"   SET status = 'cancelled',"
+	"       last_error = 'cancelled: saga ' || e.saga_id ||"
+	"                    CASE WHEN i.aborted_at IS NOT NULL THEN ' was aborted'"
+	"                         ELSE ' had ' || i.status END"
+	"  FROM saga.event e, saga.instance i"
+	" WHERE d.id = ANY($1) AND e.id = d.event_id AND i.id = e.saga_id",
+	1, {INT8ARRAYOID}
 };
 
 static SagaPlan done_plan = {
@@ -87,7 +112,30 @@ static SagaPlan done_plan = {
 	3, {INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID}, NULL, true
 };
 
+/*
+ * A handler failed: count the attempt (unless the failure was transient),
+ * dead-letter the delivery after saga.max_attempts, and keep the failure
+ * for the saga's trace.
+ */
 static SagaPlan failed_plan = {
+	"WITH u AS ("
+	"  UPDATE saga.delivery"
+	"     SET attempts = attempts + $2, last_error = $3,"
+	"         status = CASE WHEN attempts + $2 >= $4 THEN 'dead' ELSE 'pending' END,"
+	"         next_attempt_at = clock_timestamp() + $5 * interval '1 millisecond'"
+	"   WHERE id = $1"
+	"   RETURNING status, attempts, event_id),"
+	" f AS ("
+	"  INSERT INTO saga.delivery_failure (delivery_id, saga_id, attempt, error, dead)"
+	"  SELECT $1, e.saga_id, u.attempts, $3, u.status = 'dead'"
+	"    FROM u JOIN saga.event e ON e.id = u.event_id"
+	"   WHERE $2 > 0)"
+	"SELECT status FROM u",
+	5, {INT8OID, INT4OID, TEXTOID, INT4OID, FLOAT8OID}
+};
+
+/* The same before 1.2, which keeps no failures for the trace. */
+static SagaPlan failed_plan_1_1 = {
 	"UPDATE saga.delivery"
 	"   SET attempts = attempts + $2, last_error = $3,"
 	"       status = CASE WHEN attempts + $2 >= $4 THEN 'dead' ELSE 'pending' END,"
@@ -105,7 +153,7 @@ typedef struct HandlerInfo
 } HandlerInfo;
 
 static FmgrInfo *
-lookup_handler(HandlerInfo *cache, int *ncache, int maxcache, Oid handler,
+lookup_handler(HandlerInfo *cache, volatile int *ncache, int maxcache, Oid handler,
 			   MemoryContext cxt)
 {
 	int			i;
@@ -128,21 +176,18 @@ record_failure(ClaimedDelivery *cd, ErrorData *edata)
 	bool		transient;
 	char	   *status;
 	bool		isnull;
-	StringInfoData msg;
+	char	   *msg;
 
 	transient = saga_error_is_transient(edata->sqlerrcode);
-
-	initStringInfo(&msg);
-	appendStringInfo(&msg, "%s (SQLSTATE %s)",
-					 edata->message ? edata->message : "unknown error",
-					 unpack_sql_state(edata->sqlerrcode));
+	msg = saga_error_text(edata);
 
 	values[0] = Int64GetDatum(cd->delivery_id);
 	values[1] = Int32GetDatum(transient ? 0 : 1);
-	values[2] = CStringGetTextDatum(msg.data);
+	values[2] = CStringGetTextDatum(msg);
 	values[3] = Int32GetDatum(saga_max_attempts);
 	values[4] = Float8GetDatum(saga_retry_delay_ms(cd->attempts + 1, edata->sqlerrcode));
-	saga_execute(&failed_plan, values, nulls, false, 0);
+	saga_execute(saga_schema_is_1_2() ? &failed_plan : &failed_plan_1_1,
+				 values, nulls, false, 0);
 
 	status = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0],
 											   SPI_tuptable->tupdesc, 1, &isnull));
@@ -174,12 +219,12 @@ record_failure(ClaimedDelivery *cd, ErrorData *edata)
 				(errmsg("saga: delivery %lld of event %lld to consumer \"%s\" dead-lettered after %d attempts",
 						(long long) cd->delivery_id, (long long) cd->event_id,
 						cd->consumer, cd->attempts + 1),
-				 errdetail("Last error: %s", msg.data)));
+				 errdetail("Last error: %s", msg)));
 	else
 		ereport(DEBUG1,
 				(errmsg("saga: delivery %lld to consumer \"%s\" failed, will retry",
 						(long long) cd->delivery_id, cd->consumer),
-				 errdetail("%s", msg.data)));
+				 errdetail("%s", msg)));
 }
 
 /*
@@ -194,18 +239,22 @@ saga_dispatch_batch(int limit)
 	MemoryContext oldcxt;
 	ClaimedDelivery *claimed;
 	HandlerInfo *handlers;
-	int			nhandlers = 0;
+	volatile int nhandlers = 0;
 	Datum	   *done_ids;
+	Datum	   *cancel_ids;
+	int			ncancel = 0;
+	int64	   *settle_ids;
+	int			nsettle = 0;
 	Datum	   *done_seqs;
 	Datum	   *done_ats;
 	Oid			seq_oid;
 	Datum		arg;
 	int			i;
 
-	if (saga_current_delivery != NULL)
+	if (saga_current_delivery != NULL || saga_in_user_function())
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("cannot deliver events from inside a handler")));
+				 errmsg("cannot deliver events from inside a handler or step")));
 
 	batch_cxt = AllocSetContextCreate(CurrentMemoryContext, "saga batch",
 									  ALLOCSET_DEFAULT_SIZES);
@@ -225,6 +274,8 @@ saga_dispatch_batch(int limit)
 	done_ids = palloc(sizeof(Datum) * Max(result.claimed, 1));
 	done_seqs = palloc(sizeof(Datum) * Max(result.claimed, 1));
 	done_ats = palloc(sizeof(Datum) * Max(result.claimed, 1));
+	cancel_ids = palloc(sizeof(Datum) * Max(result.claimed, 1));
+	settle_ids = palloc(sizeof(int64) * Max(result.claimed, 1));
 
 	for (i = 0; i < result.claimed; i++)
 	{
@@ -248,6 +299,8 @@ saga_dispatch_batch(int limit)
 		cd->on_failure = isnull ? NULL : TextDatumGetCString(d);
 		cd->payload = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 10, &isnull));
 		cd->forward = DatumGetBool(SPI_getbinval(tup, desc, 11, &isnull));
+		cd->aborting = DatumGetBool(SPI_getbinval(tup, desc, 12, &isnull));
+		cd->cancel = DatumGetBool(SPI_getbinval(tup, desc, 13, &isnull));
 	}
 
 	for (i = 0; i < result.claimed; i++)
@@ -259,6 +312,15 @@ saga_dispatch_batch(int limit)
 		int64		seq;
 
 		CHECK_FOR_INTERRUPTS();
+
+		/* an aborted saga may end once this delivery is out of the way */
+		if (cd->aborting)
+			settle_ids[nsettle++] = cd->saga_id;
+		if (cd->cancel)
+		{
+			cancel_ids[ncancel++] = Int64GetDatum(cd->delivery_id);
+			continue;
+		}
 
 		current.event_id = cd->event_id;
 		current.saga_id = cd->saga_id;
@@ -337,6 +399,16 @@ saga_dispatch_batch(int limit)
 		saga_execute(&done_plan, values, NULL, false, 0);
 		saga_count(SAGA_COUNT_DELIVERIES, result.done);
 	}
+	if (ncancel > 0)
+	{
+		Datum		arg;
+
+		arg = PointerGetDatum(construct_array(cancel_ids, ncancel, INT8OID,
+											  sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		saga_execute(&cancel_plan, &arg, NULL, false, 0);
+	}
+	if (nsettle > 0)
+		saga_settle_aborted(settle_ids, nsettle);
 
 	SPI_finish();
 	MemoryContextSwitchTo(oldcxt);
@@ -359,6 +431,13 @@ Datum
 saga_run_pending(PG_FUNCTION_ARGS)
 {
 	int64		total = 0;
+
+	/* a step's own saga is locked by this transaction, not skipped */
+	if (saga_current_delivery != NULL || saga_in_user_function())
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("saga_run_pending() cannot be called from inside a handler or step"),
+				 errhint("Handlers and steps run inside a batch already; the events they publish are delivered after them.")));
 
 	for (;;)
 	{

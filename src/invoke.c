@@ -11,14 +11,35 @@
  * the same transaction: the way VACUUM runs index expressions as the
  * table's owner.  The role must still be allowed to execute the function.
  *
+ * The function also runs with the role's own settings, as a session
+ * logged in as that role would: what ALTER ROLE ... SET gave it, in this
+ * database and in all, the database's own ahead of the others (the
+ * worker's connection already applied ALTER DATABASE ... SET).  A handler
+ * that names its tables without a schema finds them through the role's
+ * search_path.  Settings that may not change inside a security-restricted
+ * operation (role, session_authorization) are left out, as they must be:
+ * the worker runs as a superuser.  When the function fails on a name it
+ * cannot find, the error's hint says which role and search_path it ran
+ * with.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_db_role_setting.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "storage/proc.h"
 #include "utils/acl.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
 #include "utils/regproc.h"
 #include "utils/syscache.h"
 
@@ -65,6 +86,170 @@ saga_lookup_function(Oid fn, FmgrInfo *flinfo, MemoryContext cxt)
 }
 
 /*
+ * Nesting depth of users' functions run by saga_invoke_as(): above zero,
+ * a handler or step is running, and saga_run_pending() must refuse to
+ * start another batch inside it (it would claim the work being done).
+ */
+static int	invoke_depth = 0;
+
+bool
+saga_in_user_function(void)
+{
+	return invoke_depth > 0;
+}
+
+/*
+ * The ALTER ROLE ... SET settings of the roles that ran functions in this
+ * transaction: looked up once per role and transaction (a worker's batch),
+ * so that a change to a role's settings reaches its handlers at the next
+ * batch.  Kept in TopTransactionContext, and valid while lxid matches.
+ */
+typedef struct RoleSettings
+{
+	Oid			role;
+	ArrayType  *all_databases;	/* ALTER ROLE r SET, or NULL */
+	ArrayType  *this_database;	/* ALTER ROLE r IN DATABASE d SET, or NULL */
+} RoleSettings;
+
+#define SAGA_ROLE_SETTINGS_CACHE	16
+
+static RoleSettings role_settings[SAGA_ROLE_SETTINGS_CACHE];
+static int	n_role_settings = 0;
+static LocalTransactionId role_settings_lxid = InvalidLocalTransactionId;
+
+/* One row of pg_db_role_setting, copied into cxt, or NULL. */
+static ArrayType *
+fetch_setting(Relation rel, Oid dboid, Oid role, MemoryContext cxt)
+{
+	ScanKeyData keys[2];
+	SysScanDesc scan;
+	HeapTuple	tup;
+	ArrayType  *result = NULL;
+
+	ScanKeyInit(&keys[0], Anum_pg_db_role_setting_setdatabase,
+				BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(dboid));
+	ScanKeyInit(&keys[1], Anum_pg_db_role_setting_setrole,
+				BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(role));
+	scan = systable_beginscan(rel, DbRoleSettingDatidRolidIndexId, true,
+							  NULL, 2, keys);
+	tup = systable_getnext(scan);
+	if (HeapTupleIsValid(tup))
+	{
+		bool		isnull;
+		Datum		d = heap_getattr(tup, Anum_pg_db_role_setting_setconfig,
+									 RelationGetDescr(rel), &isnull);
+
+		if (!isnull)
+		{
+			MemoryContext old = MemoryContextSwitchTo(cxt);
+
+			result = DatumGetArrayTypePCopy(d);
+			MemoryContextSwitchTo(old);
+		}
+	}
+	systable_endscan(scan);
+	return result;
+}
+
+static RoleSettings *
+lookup_role_settings(Oid role)
+{
+	RoleSettings *rs;
+	Relation	rel;
+	int			i;
+
+	if (role_settings_lxid != MyProc->lxid)
+	{
+		n_role_settings = 0;
+		role_settings_lxid = MyProc->lxid;
+	}
+	for (i = 0; i < n_role_settings; i++)
+		if (role_settings[i].role == role)
+			return &role_settings[i];
+
+	/* a full cache starts over: more than a few roles per batch is rare */
+	if (n_role_settings == SAGA_ROLE_SETTINGS_CACHE)
+		n_role_settings = 0;
+	rs = &role_settings[n_role_settings];
+	rel = table_open(DbRoleSettingRelationId, AccessShareLock);
+	rs->all_databases = fetch_setting(rel, InvalidOid, role, TopTransactionContext);
+	rs->this_database = fetch_setting(rel, MyDatabaseId, role, TopTransactionContext);
+	table_close(rel, AccessShareLock);
+	rs->role = role;
+	n_role_settings++;
+	return rs;
+}
+
+/*
+ * Apply an array of name=value settings for the current GUC nest level,
+ * as a function's SET clause does.  A setting that cannot be applied here
+ * (one refused in a security-restricted operation, or no longer valid) is
+ * skipped, as a login skips a bad ALTER ROLE setting with a warning.
+ */
+static void
+apply_settings(ArrayType *array)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	int			i;
+
+	if (array == NULL)
+		return;
+	deconstruct_array(array, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	for (i = 0; i < n; i++)
+	{
+		char	   *s;
+		char	   *name;
+		char	   *value;
+
+		if (nulls[i])
+			continue;
+		s = TextDatumGetCString(elems[i]);
+		ParseLongOption(s, &name, &value);
+		if (value != NULL)
+			(void) set_config_option(name, value, PGC_SUSET, PGC_S_SESSION,
+									 GUC_ACTION_SAVE, true, DEBUG1, false);
+		/* PostgreSQL 15's ParseLongOption() allocates with malloc() */
+		free(name);
+		if (value)
+			free(value);
+		pfree(s);
+	}
+	pfree(elems);
+	pfree(nulls);
+}
+
+/* Does an error say that a name could not be found? */
+static bool
+error_is_undefined_name(int sqlerrcode)
+{
+	return sqlerrcode == ERRCODE_UNDEFINED_TABLE ||
+		sqlerrcode == ERRCODE_UNDEFINED_FUNCTION ||
+		sqlerrcode == ERRCODE_UNDEFINED_OBJECT ||
+		sqlerrcode == ERRCODE_INVALID_SCHEMA_NAME;
+}
+
+/*
+ * How a failure of a user's function is recorded (a delivery's or a
+ * saga's last_error): the message and its SQLSTATE, and for a name that
+ * could not be found, the hint saying where it was looked for.
+ */
+char *
+saga_error_text(ErrorData *edata)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "%s (SQLSTATE %s)",
+					 edata->message ? edata->message : "unknown error",
+					 unpack_sql_state(edata->sqlerrcode));
+	if (error_is_undefined_name(edata->sqlerrcode) && edata->hint != NULL)
+		appendStringInfo(&buf, " HINT: %s", edata->hint);
+	return buf.data;
+}
+
+/*
  * Call flinfo's function with one argument as role; returns its result
  * (*isnull tells whether it is NULL).
  */
@@ -72,6 +257,8 @@ Datum
 saga_invoke_as(Oid role, FmgrInfo *flinfo, Datum arg, bool *isnull)
 {
 	LOCAL_FCINFO(fcinfo, 1);
+	MemoryContext cxt = CurrentMemoryContext;
+	RoleSettings *settings = lookup_role_settings(role);
 	Oid			save_userid;
 	int			save_sec_context;
 	int			save_nestlevel;
@@ -82,6 +269,8 @@ saga_invoke_as(Oid role, FmgrInfo *flinfo, Datum arg, bool *isnull)
 						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_RESTRICTED_OPERATION);
 	save_nestlevel = NewGUCNestLevel();
+	apply_settings(settings->all_databases);
+	apply_settings(settings->this_database);
 
 	/*
 	 * In a worker, two batches that lock the same rows in different orders
@@ -91,7 +280,7 @@ saga_invoke_as(Oid role, FmgrInfo *flinfo, Datum arg, bool *isnull)
 	 * its batch ends (dispatch.c).  Only the function: the worker's own
 	 * statements wait as long as it takes, so that a TRUNCATE or an index
 	 * build on the extension's tables delays the workers but does not fail
-	 * them.
+	 * them.  It is set after the role's own settings, which cannot lift it.
 	 */
 	if (MySagaWorker != NULL && saga_lock_timeout > 0)
 	{
@@ -116,7 +305,34 @@ saga_invoke_as(Oid role, FmgrInfo *flinfo, Datum arg, bool *isnull)
 	InitFunctionCallInfoData(*fcinfo, flinfo, 1, InvalidOid, NULL, NULL);
 	fcinfo->args[0].value = arg;
 	fcinfo->args[0].isnull = false;
-	result = FunctionCallInvoke(fcinfo);
+	invoke_depth++;
+	PG_TRY();
+	{
+		result = FunctionCallInvoke(fcinfo);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+		char	   *rolename;
+
+		invoke_depth--;
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		if (!error_is_undefined_name(edata->sqlerrcode))
+			PG_RE_THROW();
+
+		/* say where the name was looked for, while the settings hold */
+		FlushErrorState();
+		rolename = GetUserNameFromId(role, true);
+		edata->hint = psprintf("%s%sThe function ran as role \"%s\" with search_path = %s.",
+							   edata->hint ? edata->hint : "",
+							   edata->hint ? " " : "",
+							   rolename ? rolename : "(dropped role)",
+							   namespace_search_path);
+		ReThrowError(edata);
+	}
+	PG_END_TRY();
+	invoke_depth--;
 	*isnull = fcinfo->isnull;
 
 	AtEOXact_GUC(false, save_nestlevel);

@@ -24,7 +24,13 @@
  *	  backoff up to saga.max_attempts, then treated as a rejection.
  * A compensation that raises is retried likewise, never skipped; after
  * saga.max_attempts the saga is marked 'stuck' for a person to look at,
- * and saga_retry() resumes it.
+ * and saga_retry() resumes it.  Every failed attempt is kept in step_run
+ * (outcome 'retry'), so that the trace shows it.
+ *
+ * A saga's deadline is checked before each forward step starts and when
+ * it ends: a step that ends past the deadline is compensated with the
+ * steps before it, and no further step starts.  (The deadline sweep in
+ * abort.c skips sagas being run, whose lock the runner holds.)
  *
  *-------------------------------------------------------------------------
  */
@@ -42,6 +48,7 @@
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/hsearch.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -73,13 +80,37 @@ static SagaPlan define_plan = {
 	4, {TEXTOID, INT4OID, INT4OID, OIDOID}
 };
 
-static SagaPlan define_step_plan = {
+/* All of a version's steps in one statement, from arrays. */
+static SagaPlan define_steps_plan = {
 	"INSERT INTO saga.definition_step"
 	"  (definition, version, step_no, name, service, action, compensation,"
 	"   request, compensation_request)"
-	" VALUES ($1, $2, $3, $4, $5, $6::oid::regprocedure, $7::oid::regprocedure, $8, $9)",
-	9, {TEXTOID, INT4OID, INT4OID, TEXTOID, TEXTOID, OIDOID, OIDOID, TEXTOID, TEXTOID}
+	" SELECT $1, $2, s.ord - 1, s.name, s.service, s.action::regprocedure,"
+	"        s.compensation::regprocedure, s.request, s.compensation_request"
+	"   FROM unnest($3::text[], $4::text[], $5::oid[], $6::oid[], $7::text[], $8::text[])"
+	"        WITH ORDINALITY AS s(name, service, action, compensation, request,"
+	"                             compensation_request, ord)",
+	8, {TEXTOID, INT4OID, TEXTARRAYOID, TEXTARRAYOID, OIDARRAYOID, OIDARRAYOID,
+	TEXTARRAYOID, TEXTARRAYOID}
 };
+
+/*
+ * The most steps a definition may have.  A saga runs its steps one after
+ * the other, each committed with the saga's progress; far longer chains
+ * belong in several sagas.
+ */
+#define SAGA_MAX_STEPS		10000
+
+/* One step of saga_define()'s argument, taken apart once. */
+typedef struct StepArg
+{
+	char	   *name;
+	char	   *service;
+	Oid			action;
+	Oid			compensation;
+	char	   *request;
+	char	   *compensation_request;
+} StepArg;
 
 /* A step function takes jsonb and returns jsonb or void. */
 static void
@@ -134,7 +165,10 @@ step_oid(HeapTupleHeader step, const char *field)
  * saga_define(name text, VARIADIC steps saga.step[]) returns integer
  *
  * Adds a version of a definition and returns its number.  Only the role
- * that created a definition (or a member of it) may add versions.
+ * that created a definition (or a member of it) may add versions.  Every
+ * step is checked before anything is written; the work is linear in the
+ * number of steps (names are checked for duplicates through a hash table)
+ * and can be cancelled.
  */
 Datum
 saga_define(PG_FUNCTION_ARGS)
@@ -144,20 +178,31 @@ saga_define(PG_FUNCTION_ARGS)
 	Datum	   *elems;
 	bool	   *elem_nulls;
 	int			nsteps;
+	StepArg    *args;
+	HTAB	   *names;
+	HASHCTL		hctl;
+	Size		maxlen;
 	Oid			caller = GetUserId();
 	Oid			save_userid;
 	int			save_sec_context;
 	int32		version = 1;
-	Datum		values[9];
-	char		nulls[9];
-	int			i,
-				j;
+	Datum		values[8];
+	char		nulls[8];
+	Datum	   *col[6];
+	bool	   *colnull[6];
+	int			i;
 
 	if (PG_ARGISNULL(1))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("steps must not be null")));
 	steps = PG_GETARG_ARRAYTYPE_P(1);
+	if (ArrayGetNItems(ARR_NDIM(steps), ARR_DIMS(steps)) > SAGA_MAX_STEPS)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("a saga may have at most %d steps, not %d", SAGA_MAX_STEPS,
+						ArrayGetNItems(ARR_NDIM(steps), ARR_DIMS(steps))),
+				 errhint("Split it into sagas that start one another.")));
 	deconstruct_array(steps, ARR_ELEMTYPE(steps), -1, false, TYPALIGN_DOUBLE,
 					  &elems, &elem_nulls, &nsteps);
 	if (nsteps == 0)
@@ -166,33 +211,82 @@ saga_define(PG_FUNCTION_ARGS)
 				 errmsg("a saga needs at least one step")));
 
 	/* check every step before writing anything */
+	args = palloc(sizeof(StepArg) * nsteps);
+	maxlen = 0;
 	for (i = 0; i < nsteps; i++)
 	{
 		HeapTupleHeader step;
-		char	   *step_name;
+		StepArg    *a = &args[i];
 
+		CHECK_FOR_INTERRUPTS();
 		if (elem_nulls[i])
 			ereport(ERROR,
 					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 					 errmsg("step %d is null", i + 1)));
 		step = DatumGetHeapTupleHeader(elems[i]);
-		step_name = step_text(step, "name");
-		if (step_name == NULL || step_name[strspn(step_name, " \t\r\n")] == '\0')
+		a->name = step_text(step, "name");
+		if (a->name == NULL || a->name[strspn(a->name, " \t\r\n")] == '\0')
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("step %d has no name", i + 1)));
-		for (j = 0; j < i; j++)
-			if (strcmp(step_name, step_text(DatumGetHeapTupleHeader(elems[j]), "name")) == 0)
-				ereport(ERROR,
-						(errcode(ERRCODE_DUPLICATE_OBJECT),
-						 errmsg("step \"%s\" appears twice", step_name)));
-		if (!OidIsValid(step_oid(step, "action")))
+		maxlen = Max(maxlen, strlen(a->name));
+		a->action = step_oid(step, "action");
+		a->compensation = step_oid(step, "compensation");
+		if (!OidIsValid(a->action))
 			ereport(ERROR,
 					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-					 errmsg("step \"%s\" has no action", step_name)));
-		check_step_function(step_oid(step, "action"), step_name, "action");
-		if (OidIsValid(step_oid(step, "compensation")))
-			check_step_function(step_oid(step, "compensation"), step_name, "compensation");
+					 errmsg("step \"%s\" has no action", a->name)));
+		check_step_function(a->action, a->name, "action");
+		if (OidIsValid(a->compensation))
+			check_step_function(a->compensation, a->name, "compensation");
+		a->service = step_text(step, "service");
+		if (a->service == NULL)
+			a->service = a->name;
+		a->request = step_text(step, "request");
+		if (a->request == NULL)
+			a->request = a->name;
+		a->compensation_request = step_text(step, "compensation_request");
+	}
+
+	/* names are unique: look each up in a hash table of those before it */
+	memset(&hctl, 0, sizeof(hctl));
+	hctl.keysize = maxlen + 1;
+	hctl.entrysize = hctl.keysize;
+	hctl.hcxt = CurrentMemoryContext;
+	names = hash_create("saga step names", nsteps, &hctl,
+						HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	for (i = 0; i < nsteps; i++)
+	{
+		bool		found;
+
+		CHECK_FOR_INTERRUPTS();
+		(void) hash_search(names, args[i].name, HASH_ENTER, &found);
+		if (found)
+			ereport(ERROR,
+					(errcode(ERRCODE_DUPLICATE_OBJECT),
+					 errmsg("step \"%s\" appears twice", args[i].name)));
+	}
+	hash_destroy(names);
+
+	/* the steps as columns, for one INSERT */
+	for (i = 0; i < 6; i++)
+	{
+		col[i] = palloc(sizeof(Datum) * nsteps);
+		colnull[i] = palloc0(sizeof(bool) * nsteps);
+	}
+	for (i = 0; i < nsteps; i++)
+	{
+		StepArg    *a = &args[i];
+
+		col[0][i] = CStringGetTextDatum(a->name);
+		col[1][i] = CStringGetTextDatum(a->service);
+		col[2][i] = ObjectIdGetDatum(a->action);
+		col[3][i] = ObjectIdGetDatum(a->compensation);
+		colnull[3][i] = !OidIsValid(a->compensation);
+		col[4][i] = CStringGetTextDatum(a->request);
+		col[5][i] = a->compensation_request ?
+			CStringGetTextDatum(a->compensation_request) : (Datum) 0;
+		colnull[5][i] = a->compensation_request == NULL;
 	}
 
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -221,31 +315,20 @@ saga_define(PG_FUNCTION_ARGS)
 	values[3] = ObjectIdGetDatum(caller);
 	saga_execute(&define_plan, values, NULL, false, 0);
 
-	for (i = 0; i < nsteps; i++)
+	memset(nulls, ' ', sizeof(nulls));
+	for (i = 0; i < 6; i++)
 	{
-		HeapTupleHeader step = DatumGetHeapTupleHeader(elems[i]);
-		char	   *s;
+		int			dims[1] = {nsteps};
+		int			lbs[1] = {1};
+		Oid			elemtype = (i == 2 || i == 3) ? OIDOID : TEXTOID;
 
-		memset(nulls, ' ', sizeof(nulls));
-		values[0] = CStringGetTextDatum(name);
-		values[1] = Int32GetDatum(version);
-		values[2] = Int32GetDatum(i);
-		values[3] = CStringGetTextDatum(step_text(step, "name"));
-		s = step_text(step, "service");
-		values[4] = CStringGetTextDatum(s ? s : step_text(step, "name"));
-		values[5] = ObjectIdGetDatum(step_oid(step, "action"));
-		values[6] = ObjectIdGetDatum(step_oid(step, "compensation"));
-		if (!OidIsValid(step_oid(step, "compensation")))
-			nulls[6] = 'n';
-		s = step_text(step, "request");
-		values[7] = CStringGetTextDatum(s ? s : step_text(step, "name"));
-		s = step_text(step, "compensation_request");
-		if (s)
-			values[8] = CStringGetTextDatum(s);
-		else
-			nulls[8] = 'n';
-		saga_execute(&define_step_plan, values, nulls, false, 0);
+		values[2 + i] = PointerGetDatum(construct_md_array(col[i], colnull[i], 1, dims, lbs,
+														   elemtype,
+														   elemtype == OIDOID ? sizeof(Oid) : -1,
+														   elemtype == OIDOID,
+														   TYPALIGN_INT));
 	}
+	saga_execute(&define_steps_plan, values, nulls, false, 0);
 
 	saga_end_as_owner(save_userid, save_sec_context);
 	SPI_finish();
@@ -403,7 +486,8 @@ saga_retry(PG_FUNCTION_ARGS)
 
 static SagaPlan claim_plan = {
 	"SELECT i.id, i.saga_type, i.definition_version, i.step, i.phase, i.data,"
-	"       i.attempts, i.reason, d.steps, d.owner::oid"
+	"       i.attempts, i.reason, d.steps, d.owner::oid, i.deadline,"
+	"       i.aborted_at IS NOT NULL"
 	"  FROM saga.instance i"
 	"  JOIN saga.definition d"
 	"    ON d.name = i.saga_type AND d.version = i.definition_version"
@@ -452,6 +536,17 @@ static SagaPlan retry_later_plan = {
 static SagaPlan step_run_plan = {
 	"INSERT INTO saga.step_run (saga_id, step_no, step, service, kind, outcome,"
 	"                           request, detail, request_seq, response_seq,"
+	"                           started_at, finished_at, attempt)"
+	" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, nextval('saga.trace_seq'),"
+	"         $10, clock_timestamp(), $11)",
+	11, {INT8OID, INT4OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
+	INT8OID, TIMESTAMPTZOID, INT4OID}
+};
+
+/* The same before 1.2: no attempt number, and no failed attempts kept. */
+static SagaPlan step_run_plan_1_1 = {
+	"INSERT INTO saga.step_run (saga_id, step_no, step, service, kind, outcome,"
+	"                           request, detail, request_seq, response_seq,"
 	"                           started_at, finished_at)"
 	" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, nextval('saga.trace_seq'),"
 	"         $10, clock_timestamp())",
@@ -471,6 +566,9 @@ typedef struct ClaimedSaga
 	char	   *reason;
 	int32		nsteps;
 	Oid			owner;
+	bool		has_deadline;
+	TimestampTz deadline;
+	bool		aborted;		/* by its deadline or saga_cancel() */
 	bool		settled;		/* completed or failed */
 	int			steps_run;		/* steps run on it in this batch */
 } ClaimedSaga;
@@ -559,8 +657,8 @@ record_step_run(ClaimedSaga *cs, int step_no, StepDef *def, bool compensation,
 				const char *outcome, const char *request, const char *detail,
 				int64 request_seq, TimestampTz started_at)
 {
-	Datum		values[10];
-	char		nulls[10];
+	Datum		values[11];
+	char		nulls[11];
 
 	memset(nulls, ' ', sizeof(nulls));
 	values[0] = Int64GetDatum(cs->id);
@@ -576,7 +674,11 @@ record_step_run(ClaimedSaga *cs, int step_no, StepDef *def, bool compensation,
 		nulls[7] = 'n';
 	values[8] = Int64GetDatum(request_seq);
 	values[9] = TimestampTzGetDatum(started_at);
-	saga_execute(&step_run_plan, values, nulls, false, 0);
+	values[10] = Int32GetDatum(cs->attempts + 1);
+	if (saga_schema_is_1_2())
+		saga_execute(&step_run_plan, values, nulls, false, 0);
+	else if (strcmp(outcome, "retry") != 0)
+		saga_execute(&step_run_plan_1_1, values, nulls, false, 0);
 }
 
 static void
@@ -631,6 +733,27 @@ start_compensating(ClaimedSaga *cs, Jsonb *data, int step_no, const char *reason
 		advance(cs, data, 0, "done", "failed", reason);
 }
 
+/* Has the saga's deadline passed, and is it not aborted yet? */
+static bool
+past_deadline(ClaimedSaga *cs)
+{
+	return cs->has_deadline && !cs->aborted && !cs->compensating &&
+		GetCurrentTimestamp() >= cs->deadline;
+}
+
+/*
+ * The deadline passed while the saga was going forward: abort it and
+ * compensate the steps before step_no, last first.
+ */
+static void
+abort_at_deadline(ClaimedSaga *cs, Jsonb *data, int step_no)
+{
+	saga_mark_aborted(cs->id, "deadline exceeded");
+	cs->aborted = true;
+	start_compensating(cs, data, step_no, "deadline exceeded");
+	saga_count(SAGA_COUNT_ABORTED, 1);
+}
+
 /* Merge a step's result into the data. */
 static Jsonb *
 merge_data(Jsonb *data, Datum result, bool isnull, Oid rettype)
@@ -675,7 +798,7 @@ run_one_step(ClaimedSaga *cs, MemoryContext cxt, bool *transient_out)
 	MemoryContext oldcxt = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
 	ClaimedSaga before = *cs;
-	StepOutcome outcome = STEP_MOVED_ON;
+	volatile StepOutcome outcome = STEP_MOVED_ON;
 
 	if (!load_step(cs, cs->step, &def))
 		elog(ERROR, "step %d of saga \"%s\" version %d is missing",
@@ -705,7 +828,9 @@ run_one_step(ClaimedSaga *cs, MemoryContext cxt, bool *transient_out)
 
 		record_step_run(cs, cs->step, &def, compensation, "ok", request, NULL,
 						request_seq, started_at);
-		if (!compensation && cs->step + 1 < cs->nsteps)
+		if (past_deadline(cs))
+			abort_at_deadline(cs, data, cs->step + 1);	/* this step too */
+		else if (!compensation && cs->step + 1 < cs->nsteps)
 			advance(cs, data, cs->step + 1, "forward", "pending", NULL);
 		else if (!compensation)
 			advance(cs, data, cs->step + 1, "done", "completed", NULL);
@@ -739,9 +864,7 @@ run_one_step(ClaimedSaga *cs, MemoryContext cxt, bool *transient_out)
 		rejected = !compensation && edata->sqlerrcode == ERRCODE_SAGA_REJECTED;
 		transient = saga_error_is_transient(edata->sqlerrcode);
 		exhausted = !transient && cs->attempts + 1 >= saga_max_attempts;
-		msg = psprintf("%s (SQLSTATE %s)",
-					   edata->message ? edata->message : "unknown error",
-					   unpack_sql_state(edata->sqlerrcode));
+		msg = saga_error_text(edata);
 
 		if (rejected || (!compensation && exhausted))
 		{
@@ -756,6 +879,10 @@ run_one_step(ClaimedSaga *cs, MemoryContext cxt, bool *transient_out)
 		{
 			Datum		values[5];
 
+			/* the attempt, for the trace; a lock conflict is not one */
+			if (!transient)
+				record_step_run(cs, cs->step, &def, compensation, "retry", request,
+								msg, request_seq, started_at);
 			values[0] = Int64GetDatum(cs->id);
 			values[1] = CStringGetTextDatum(msg);
 			/* a compensation is never skipped: a person must look at it */
@@ -872,6 +999,10 @@ saga_run_steps(int limit)
 		cs->reason = isnull ? NULL : TextDatumGetCString(d);
 		cs->nsteps = DatumGetInt32(SPI_getbinval(tup, desc, 9, &isnull));
 		cs->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 10, &isnull));
+		d = SPI_getbinval(tup, desc, 11, &isnull);
+		cs->has_deadline = !isnull;
+		cs->deadline = isnull ? 0 : DatumGetTimestampTz(d);
+		cs->aborted = DatumGetBool(SPI_getbinval(tup, desc, 12, &isnull));
 	}
 
 	/*
@@ -879,18 +1010,28 @@ saga_run_steps(int limit)
 	 * until it ends, a step fails, or it reaches a paused service.  One
 	 * commit then covers all of a saga's steps instead of one each.  The
 	 * bound is a backstop; forward steps only go up and compensations only
-	 * down, so no saga needs more than twice its number of steps.
+	 * down, so no saga needs more than twice its number of steps.  A batch
+	 * runs at most limit steps and ends when saga.batch_time is up, also
+	 * in the middle of a long saga: its progress is saved after each step,
+	 * and the next batch takes it on from there.
 	 */
 	for (i = 0; i < result.claimed; i++)
 	{
 		ClaimedSaga *cs = &claimed[i];
 		bool		transient = false;
 
-		while (!cs->settled && cs->steps_run <= 2 * cs->nsteps)
+		while (!cs->settled && cs->steps_run <= 2 * cs->nsteps &&
+			   result.done + result.failed < limit && !saga_batch_out_of_time())
 		{
 			StepOutcome outcome;
 
 			CHECK_FOR_INTERRUPTS();
+			if (past_deadline(cs))
+			{
+				/* no step starts after the deadline */
+				abort_at_deadline(cs, cs->data, cs->step);
+				continue;
+			}
 			outcome = run_one_step(cs, batch_cxt, &transient);
 			if (outcome == STEP_MOVED_ON)
 				result.done++;
@@ -905,7 +1046,7 @@ saga_run_steps(int limit)
 			result.transient++;
 			break;
 		}
-		if (saga_batch_out_of_time())
+		if (result.done + result.failed >= limit || saga_batch_out_of_time())
 			break;
 	}
 

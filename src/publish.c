@@ -11,6 +11,10 @@
  * consumer the default publisher, so a choreographed saga's events chain
  * up without the handlers passing ids around.
  *
+ * A subscription may be for one saga type only (1.2): it then receives the
+ * events of that type's sagas and no others, so that a shop's services do
+ * not hear of a trip's SagaAborted.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -46,6 +50,23 @@ static SagaPlan publish_plan = {
 	"  INSERT INTO saga.delivery (event_id, subscription_id)"
 	"  SELECT e.id, s.id FROM e, saga.subscription s"
 	"   WHERE s.event_type = $1"
+	"     AND (s.saga_type IS NULL OR"
+	"          s.saga_type = (SELECT i.saga_type FROM saga.instance i WHERE i.id = $2))"
+	"   ORDER BY s.id)"
+	"SELECT id FROM e",
+	5, {TEXTOID, INT8OID, JSONBOID, TEXTOID, INT8OID}
+};
+
+/* The same before 1.2, whose subscriptions are for every saga type. */
+static SagaPlan publish_plan_1_1 = {
+	"WITH e AS ("
+	"  INSERT INTO saga.event (event_type, saga_id, payload, publisher, caused_by)"
+	"  VALUES ($1, $2, $3, $4, $5)"
+	"  RETURNING id),"
+	" d AS ("
+	"  INSERT INTO saga.delivery (event_id, subscription_id)"
+	"  SELECT e.id, s.id FROM e, saga.subscription s"
+	"   WHERE s.event_type = $1"
 	"   ORDER BY s.id)"
 	"SELECT id FROM e",
 	5, {TEXTOID, INT8OID, JSONBOID, TEXTOID, INT8OID}
@@ -59,6 +80,14 @@ static SagaPlan find_subscription_plan = {
 };
 
 static SagaPlan subscribe_plan = {
+	"INSERT INTO saga.subscription (consumer, event_type, handler, owner,"
+	"                               on_failure, forward, saga_type)"
+	" VALUES ($1, $2, $3::oid::regprocedure, $4::oid::regrole, $5, $6, $7)"
+	" RETURNING id",
+	7, {TEXTOID, TEXTOID, OIDOID, OIDOID, TEXTOID, BOOLOID, TEXTOID}
+};
+
+static SagaPlan subscribe_plan_1_1 = {
 	"INSERT INTO saga.subscription (consumer, event_type, handler, owner,"
 	"                               on_failure, forward)"
 	" VALUES ($1, $2, $3::oid::regprocedure, $4::oid::regrole, $5, $6)"
@@ -154,7 +183,8 @@ saga_publish_event(const char *event_type, Jsonb *payload,
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	saga_begin_as_owner(&save_userid, &save_sec_context);
-	saga_execute(&publish_plan, values, nulls, false, 0);
+	saga_execute(saga_schema_is_1_2() ? &publish_plan : &publish_plan_1_1,
+				 values, nulls, false, 0);
 	saga_end_as_owner(save_userid, save_sec_context);
 	event_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 										   SPI_tuptable->tupdesc, 1, &isnull));
@@ -243,7 +273,10 @@ event_row_type(void)
 
 /*
  * saga_subscribe(consumer text, event_type text, handler regprocedure,
- *				  on_failure text, forward boolean)
+ *				  on_failure text, forward boolean, saga_type text)
+ *
+ * saga_type (1.2; NULL: every saga type, and events outside sagas)
+ * restricts the subscription to the events of one type's sagas.
  */
 Datum
 saga_subscribe(PG_FUNCTION_ARGS)
@@ -252,12 +285,13 @@ saga_subscribe(PG_FUNCTION_ARGS)
 	char	   *event_type = saga_check_name(fcinfo, 1, "event_type");
 	Oid			handler;
 	char	   *on_failure = NULL;
+	char	   *saga_type = NULL;
 	bool		forward = PG_ARGISNULL(4) ? true : PG_GETARG_BOOL(4);
 	Oid			caller = GetUserId();
 	HeapTuple	proctup;
 	Form_pg_proc proc;
-	Datum		values[6];
-	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	Datum		values[7];
+	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	Oid			save_userid;
 	int			save_sec_context;
 	bool		isnull;
@@ -270,6 +304,8 @@ saga_subscribe(PG_FUNCTION_ARGS)
 	handler = PG_GETARG_OID(2);
 	if (!PG_ARGISNULL(3))
 		on_failure = saga_check_name(fcinfo, 3, "on_failure");
+	if (PG_NARGS() > 5 && !PG_ARGISNULL(5))
+		saga_type = saga_check_name(fcinfo, 5, "saga_type");
 
 	proctup = SearchSysCache1(PROCOID, ObjectIdGetDatum(handler));
 	if (!HeapTupleIsValid(proctup))
@@ -312,7 +348,10 @@ saga_subscribe(PG_FUNCTION_ARGS)
 	values[4] = on_failure ? CStringGetTextDatum(on_failure) : (Datum) 0;
 	nulls[4] = on_failure ? ' ' : 'n';
 	values[5] = BoolGetDatum(forward);
-	saga_execute(&subscribe_plan, values, nulls, false, 0);
+	values[6] = saga_type ? CStringGetTextDatum(saga_type) : (Datum) 0;
+	nulls[6] = saga_type ? ' ' : 'n';
+	saga_execute(saga_schema_is_1_2() ? &subscribe_plan : &subscribe_plan_1_1,
+				 values, nulls, false, 0);
 	id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
 									 SPI_tuptable->tupdesc, 1, &isnull));
 

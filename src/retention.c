@@ -43,6 +43,7 @@ static SagaPlan purge_sagas_plan = {
 	"     FOR UPDATE SKIP LOCKED),"
 	" ev AS (DELETE FROM saga.event e USING old WHERE e.saga_id = old.id RETURNING e.id),"
 	" dl AS (DELETE FROM saga.delivery d USING ev WHERE d.event_id = ev.id),"
+	" df AS (DELETE FROM saga.delivery_failure f USING old WHERE f.saga_id = old.id),"
 	" sr AS (DELETE FROM saga.step_run r USING old WHERE r.saga_id = old.id)"
 	" UPDATE saga.instance i SET purged_at = clock_timestamp()"
 	"   FROM old WHERE i.id = old.id",
@@ -50,6 +51,42 @@ static SagaPlan purge_sagas_plan = {
 };
 
 static SagaPlan purge_loose_events_plan = {
+	"WITH old AS ("
+	"  SELECT e.id FROM saga.event e"
+	"   WHERE e.saga_id IS NULL"
+	"     AND e.published_at < now() - $1 * interval '1 millisecond'"
+	"     AND NOT EXISTS (SELECT FROM saga.delivery d"
+	"                      WHERE d.event_id = e.id AND d.status = 'pending')"
+	"   ORDER BY e.id"
+	"   LIMIT $2"
+	"     FOR UPDATE SKIP LOCKED),"
+	" dl AS (DELETE FROM saga.delivery d USING old WHERE d.event_id = old.id RETURNING d.id),"
+	" df AS (DELETE FROM saga.delivery_failure f USING dl WHERE f.delivery_id = dl.id)"
+	" DELETE FROM saga.event e USING old WHERE e.id = old.id",
+	2, {FLOAT8OID, INT4OID}, NULL, true
+};
+
+/* The same two before 1.2, which keeps no delivery failures. */
+static SagaPlan purge_sagas_plan_1_1 = {
+	"WITH old AS ("
+	"  SELECT i.id FROM saga.instance i"
+	"   WHERE i.status <> 'pending' AND i.purged_at IS NULL"
+	"     AND i.finished_at < now() - $1 * interval '1 millisecond'"
+	"     AND NOT EXISTS (SELECT FROM saga.event e"
+	"                       JOIN saga.delivery d ON d.event_id = e.id"
+	"                      WHERE e.saga_id = i.id AND d.status = 'pending')"
+	"   ORDER BY i.finished_at"
+	"   LIMIT $2"
+	"     FOR UPDATE SKIP LOCKED),"
+	" ev AS (DELETE FROM saga.event e USING old WHERE e.saga_id = old.id RETURNING e.id),"
+	" dl AS (DELETE FROM saga.delivery d USING ev WHERE d.event_id = ev.id),"
+	" sr AS (DELETE FROM saga.step_run r USING old WHERE r.saga_id = old.id)"
+	" UPDATE saga.instance i SET purged_at = clock_timestamp()"
+	"   FROM old WHERE i.id = old.id",
+	2, {FLOAT8OID, INT4OID}, NULL, true
+};
+
+static SagaPlan purge_loose_events_plan_1_1 = {
 	"WITH old AS ("
 	"  SELECT e.id FROM saga.event e"
 	"   WHERE e.saga_id IS NULL"
@@ -98,9 +135,11 @@ saga_purge_batch(double older_than_ms, int batch)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	saga_begin_as_owner(&save_userid, &save_sec_context);
-	saga_execute(&purge_sagas_plan, values, NULL, false, 0);
+	saga_execute(saga_schema_is_1_2() ? &purge_sagas_plan : &purge_sagas_plan_1_1,
+				 values, NULL, false, 0);
 	n = (int64) SPI_processed;
-	saga_execute(&purge_loose_events_plan, values, NULL, false, 0);
+	saga_execute(saga_schema_is_1_2() ? &purge_loose_events_plan : &purge_loose_events_plan_1_1,
+				 values, NULL, false, 0);
 	n += (int64) SPI_processed;
 	saga_end_as_owner(save_userid, save_sec_context);
 	SPI_finish();

@@ -183,6 +183,8 @@ extern SagaCurrentDelivery *saga_current_delivery;
 extern void saga_lookup_function(Oid fn, FmgrInfo *flinfo, MemoryContext cxt);
 extern Datum saga_invoke_as(Oid role, FmgrInfo *flinfo, Datum arg, bool *isnull);
 extern bool saga_error_is_transient(int sqlerrcode);
+extern char *saga_error_text(ErrorData *edata);
+extern bool saga_in_user_function(void);
 extern double saga_retry_delay_ms(int attempts, int sqlerrcode);
 
 /* SQLSTATE SG400: a saga step's business "no" (see saga_reject()). */
@@ -207,6 +209,7 @@ extern SPIPlanPtr saga_prepare(SagaPlan *p);
 extern int	saga_execute(SagaPlan *p, Datum *values, const char *nulls,
 						 bool read_only, long count);
 extern Oid	saga_internal_owner(void);
+extern bool saga_schema_is_1_2(void);
 extern char *saga_check_name(FunctionCallInfo fcinfo, int argno, const char *what);
 extern double saga_deadline_ms(FunctionCallInfo fcinfo, int argno, bool *none);	/* instance.c */
 extern double saga_interval_ms(Interval *iv);	/* instance.c */
@@ -222,6 +225,8 @@ extern int64 saga_publish_event(const char *event_type, Jsonb *payload,
 
 /* abort.c: ending sagas early (deadlines, saga_cancel) */
 extern int	saga_abort_expired(int limit);
+extern int	saga_settle_aborted(int64 *ids, int n);
+extern void saga_mark_aborted(int64 saga_id, const char *reason);
 extern void saga_abort_orchestrated(int64 saga_id, const char *reason);	/* orchestrate.c */
 extern void saga_begin_as_owner(Oid *save_userid, int *save_sec_context);
 extern void saga_end_as_owner(Oid save_userid, int save_sec_context);

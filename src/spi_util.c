@@ -19,6 +19,7 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "miscadmin.h"
+#include "storage/proc.h"
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
@@ -139,4 +140,28 @@ void
 saga_end_as_owner(Oid save_userid, int save_sec_context)
 {
 	SetUserIdAndSecContext(save_userid, save_sec_context);
+}
+
+/*
+ * Has this database's extension been updated to 1.2 (or created at 1.2)?
+ * The library is one for every database of the server, while each
+ * database's schema is at the version ALTER EXTENSION left it at: until
+ * it is updated, the statements that write 1.2's columns and tables are
+ * run in their older form.  Looked up once per transaction.
+ */
+bool
+saga_schema_is_1_2(void)
+{
+	static LocalTransactionId checked_lxid = InvalidLocalTransactionId;
+	static bool is_1_2 = false;
+
+	if (checked_lxid != MyProc->lxid)
+	{
+		Oid			nsp = get_namespace_oid(SAGA_SCHEMA, true);
+
+		is_1_2 = OidIsValid(nsp) &&
+			OidIsValid(get_relname_relid("delivery_failure", nsp));
+		checked_lxid = MyProc->lxid;
+	}
+	return is_1_2;
 }

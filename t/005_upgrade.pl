@@ -133,8 +133,19 @@ is( q_db($db,
 
 # --- 1.1 -> 1.2, with the same sagas still in flight -----------------------------
 
+# an application role's grant on saga_subscribe survives the new signature
+q_db($db, "CREATE ROLE shop_app; GRANT EXECUTE ON FUNCTION "
+	  . "saga_subscribe(text, text, regprocedure, text, boolean) TO shop_app");
 is( q_db($db, "ALTER EXTENSION saga UPDATE; SELECT extversion FROM pg_extension WHERE extname = 'saga'"),
 	'1.2', 'ALTER EXTENSION saga UPDATE went on to 1.2');
+is( q_db($db,
+		"SELECT has_function_privilege('shop_app', "
+		  . "'saga_subscribe(text, text, regprocedure, text, boolean, text)', 'EXECUTE') "
+		  . "AND NOT has_function_privilege('public', "
+		  . "'saga_subscribe(text, text, regprocedure, text, boolean, text)', 'EXECUTE')"),
+	't', 'the role granted saga_subscribe under 1.1 may call the 1.2 one, PUBLIC may not');
+q_db($db, "REVOKE EXECUTE ON FUNCTION saga_subscribe(text, text, regprocedure, text, boolean, text) "
+	  . "FROM shop_app; DROP ROLE shop_app");
 ok(wait_saga_workers($node, $db, 2), 'two workers serve the database after the update to 1.2');
 is( q_db($db, "SELECT count(*) FROM saga_orders WHERE status = 'pending'"),
 	$in_flight, 'the sagas in flight are still waiting on inventory');

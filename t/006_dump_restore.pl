@@ -41,7 +41,7 @@ su('shop', q{
 	CREATE EXTENSION saga;
 	GRANT EXECUTE ON FUNCTION
 	    saga_publish(text, jsonb, bigint, text),
-	    saga_subscribe(text, text, regprocedure, text, boolean),
+	    saga_subscribe(text, text, regprocedure, text, boolean, text),
 	    saga_begin(text, interval), saga_complete(bigint), saga_fail(bigint, text),
 	    saga_define(text, saga.step[]), saga_start(text, jsonb, interval)
 	TO app;

@@ -72,7 +72,7 @@ sub run_example
 my ($status, $out, $err) = run_example('shop');
 is($status, 0, 'place_order.js exits 0') or diag("stdout:\n$out\nstderr:\n$err");
 is($err, '', 'and prints nothing on stderr');
-like($out, qr/^connected to shop as \S+; saga 1\.1$/m, 'it connected through PGHOST/PGPORT/PGDATABASE/PGUSER');
+like($out, qr/^connected to shop as \S+; saga 1\.2$/m, 'it connected through PGHOST/PGPORT/PGDATABASE/PGUSER');
 my @got;
 push @got, "$1 $2 $3" while $out =~ /^order \d+ \((\w+), 1 x ([\w-]+) for 10\.00\): (\w+)/mg;
 is_deeply(
