@@ -379,8 +379,8 @@ $$;
  * saga.step_run row per run), so it checks the whole shape of a saga's
  * history.  In choreography it cannot know which handler undoes which: it
  * checks what is generic (no compensation in a completed saga, no forward
- * delivery handled after the abort or the end, no compensation given up as
- * a dead letter).  Sagas purged by retention have lost their history and
+ * delivery handled after the abort or of an event published after the end,
+ * no compensation given up as a dead letter).  Sagas purged by retention have lost their history and
  * are judged by their instance row alone.
  *
  * A step_run row counts as a step done (or compensated) only if its
@@ -536,7 +536,9 @@ BEGIN
      WHERE i.aborted_at IS NOT NULL AND i.purged_at IS NULL
        AND d.status = 'done' AND s.forward AND d.delivered_at > i.aborted_at;
 
-    -- forward_after_end: nor once it has ended (aborted or not)
+    -- forward_after_end: nor once it has ended (aborted or not): no step
+    -- after the end, and no forward delivery of an event published after
+    -- it (those published before it may still be handled after it)
     RETURN QUERY
     SELECT i.id, 'forward_after_end'::text,
            format('step %s (%s) began at %s, saga %s at %s', r.step_no, r.step,
@@ -547,14 +549,15 @@ BEGIN
        AND r.kind = 'action' AND r.started_at > i.finished_at;
     RETURN QUERY
     SELECT i.id, 'forward_after_end'::text,
-           format('delivery %s (%s <- %s) handled at %s, saga %s at %s',
-                  d.id, s.consumer, e.event_type, d.delivered_at, i.status, i.finished_at)
+           format('delivery %s (%s <- %s) handled at %s, of an event published at %s, saga %s at %s',
+                  d.id, s.consumer, e.event_type, d.delivered_at, e.published_at, i.status,
+                  i.finished_at)
       FROM saga.instance i
       JOIN saga.event e ON e.saga_id = i.id
       JOIN saga.delivery d ON d.event_id = e.id
       JOIN saga.subscription s ON s.id = d.subscription_id
      WHERE i.status <> 'pending' AND i.purged_at IS NULL
-       AND d.status = 'done' AND s.forward AND d.delivered_at > i.finished_at;
+       AND d.status = 'done' AND s.forward AND e.seq > i.finish_seq;
 
     -- compensation_missing: a failed orchestrated saga undid every step it
     -- had done that has a compensation

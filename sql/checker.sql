@@ -186,7 +186,7 @@ UPDATE saga.instance SET aborted_at = started_at
 SELECT * FROM checked();
 ROLLBACK;
 BEGIN;
-UPDATE saga.instance SET finished_at = started_at
+UPDATE saga.instance SET finished_at = started_at, finish_seq = start_seq
  WHERE id IN (SELECT saga_id FROM label WHERE name IN ('trip failed', 'choreography failed'));
 SELECT * FROM checked();
 ROLLBACK;

@@ -77,7 +77,7 @@ CREATE EXTENSION saga;
 CREATE ROLE chk_app LOGIN;
 GRANT EXECUTE ON FUNCTION
     saga_publish(text, jsonb, bigint, text),
-    saga_subscribe(text, text, regprocedure, text, boolean),
+    saga_subscribe(text, text, regprocedure, text, boolean, text),
     saga_begin(text, interval), saga_complete(bigint), saga_fail(bigint, text),
     saga_define(text, saga.step[]), saga_start(text, jsonb, interval),
     saga_cancel(bigint, text)
