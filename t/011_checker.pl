@@ -579,7 +579,15 @@ no_rows(q{
 	  FROM saga_check(ended_within => '0', deadline_slack => '250 milliseconds') c
 	  LEFT JOIN chk.plan p ON p.saga_id = c.saga_id
 	 ORDER BY c.saga_id, c.violation LIMIT 40},
-	'saga_check() finds no violation');
+	'saga_check() finds no violation')
+  or diag("the trace of the first sagas it names:\n"
+	  . $node->safe_psql('postgres', q{
+		SELECT t.saga_id, x.seq, x.sender, x.receiver, x.message, x.at
+		  FROM (SELECT DISTINCT saga_id
+		          FROM saga_check(ended_within => '0', deadline_slack => '250 milliseconds')
+		         ORDER BY 1 LIMIT 3) t,
+		       saga_trace(t.saga_id) x
+		 ORDER BY 1, 2}));
 my $summary = $node->safe_psql('postgres', q{
 	SELECT violation, count(*), count(DISTINCT saga_id)
 	  FROM saga_check(ended_within => '0', deadline_slack => '250 milliseconds')
