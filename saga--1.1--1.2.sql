@@ -456,6 +456,17 @@ BEGIN
      WHERE i.status = 'completed' AND i.pattern = 'orchestration'
        AND i.finished_at > i.deadline + deadline_slack;
 
+    -- step_after_deadline: nor does a forward step (or an attempt at one)
+    -- begin after it
+    RETURN QUERY
+    SELECT i.id, 'step_after_deadline'::text,
+           format('step %s (%s) began at %s, after the deadline %s', r.step_no, r.step,
+                  r.started_at, i.deadline)
+      FROM saga.instance i
+      JOIN saga.step_run r ON r.saga_id = i.id
+     WHERE i.pattern = 'orchestration' AND i.purged_at IS NULL
+       AND r.kind = 'action' AND r.started_at > i.deadline + deadline_slack;
+
     -- completed_with_compensation: nothing of a completed saga is undone
     RETURN QUERY
     SELECT i.id, 'completed_with_compensation'::text,
@@ -636,5 +647,5 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION saga_check(interval, interval) IS
-'one row per violation of the engine''s promises in the record of every saga: not_ended, failed_without_reason, completed_after_abort, completed_after_deadline, completed_with_compensation, completed_incomplete, step_twice, forward_order, forward_after_abort, forward_after_end, compensation_missing, compensation_extra, compensation_order, compensation_dead, status_mismatch, await_mismatch';
+'one row per violation of the engine''s promises in the record of every saga: not_ended, failed_without_reason, completed_after_abort, completed_after_deadline, step_after_deadline, completed_with_compensation, completed_incomplete, step_twice, forward_order, forward_after_abort, forward_after_end, compensation_missing, compensation_extra, compensation_order, compensation_dead, status_mismatch, await_mismatch';
 REVOKE ALL ON FUNCTION saga_check(interval, interval) FROM PUBLIC;

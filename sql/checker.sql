@@ -101,13 +101,19 @@ UPDATE saga.instance SET aborted_at = finished_at
 SELECT * FROM checked();
 ROLLBACK;
 
--- an orchestrated saga completed long after its deadline; within the slack
--- it is not reported
+-- an orchestrated saga completed long after its deadline, its steps begun
+-- after it too; within the slack it is not reported
 BEGIN;
 UPDATE saga.instance SET deadline = finished_at - interval '1 minute'
  WHERE id = (SELECT saga_id FROM label WHERE name = 'trip completed');
 SELECT * FROM checked();
 SELECT * FROM checked(deadline_slack => '2 minutes');
+ROLLBACK;
+-- ... and one whose steps began after it
+BEGIN;
+UPDATE saga.instance SET deadline = started_at - interval '1 minute'
+ WHERE id = (SELECT saga_id FROM label WHERE name = 'trip failed');
+SELECT * FROM checked();
 ROLLBACK;
 
 -- a completed saga with a compensation: orchestrated (a step run) ...
