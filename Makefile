@@ -26,7 +26,7 @@ PG_CPPFLAGS = -I$(srcdir)/src
 
 # Suites driven by saga_run_pending(), in a cluster without the library
 # preloaded (so no worker competes with the test, and that mode is tested).
-REGRESS = choreography orchestration failures operations bad_input subscriptions security promises checker
+REGRESS = choreography orchestration failures operations bad_input subscriptions security promises await checker
 REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=$(srcdir)/test/no_preload.conf
 
 # Suites that run through the background workers.
@@ -35,7 +35,7 @@ REGRESS_WORKERS_OPTS = --dbname=saga_workers_regression --temp-instance=tmp_chec
 
 # Concurrency specs: sessions calling saga_run_pending() stand for workers
 # (the same claim-and-dispatch code), so that the interleavings are exact.
-ISOLATION = race_last_unit race_balance claim_skip_locked
+ISOLATION = race_last_unit race_balance claim_skip_locked sweep_tied_deadlines
 ISOLATION_OPTS = --temp-instance=tmp_check_isolation --temp-config=$(srcdir)/test/no_preload.conf
 
 TAP_TESTS = 1

@@ -198,6 +198,10 @@ SELECT count(*) AS workers, bool_and(state IN ('idle', 'busy')) AS running,
        sum(deliveries) > 0 AS worked, bool_and(pid IS NOT NULL) AS have_pids
   FROM saga_workers WHERE database = current_database();
 SELECT count(*) AS launchers FROM saga_workers WHERE state = 'launcher';
+-- (a transaction's counts reach shared memory just after its commit is
+-- visible: on a loaded machine, wait for the last ones)
+SELECT wait_for($$(SELECT sagas_completed + sagas_failed FROM saga_stats) =
+                  (SELECT count(*) FROM saga.instance WHERE status <> 'pending')$$) AS counted;
 SELECT sagas_started = (SELECT count(*) FROM saga.instance) AS started_counted,
        sagas_completed = (SELECT count(*) FROM saga.instance WHERE status = 'completed') AS completed_counted,
        sagas_failed = (SELECT count(*) FROM saga.instance WHERE status = 'failed') AS failed_counted,

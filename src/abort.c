@@ -32,6 +32,7 @@
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "storage/lock.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
@@ -43,7 +44,7 @@ PG_FUNCTION_INFO_V1(saga_cancel);
 static SagaPlan expired_plan = {
 	"SELECT id FROM saga.instance"
 	" WHERE status = 'pending' AND aborted_at IS NULL AND deadline <= now()"
-	" ORDER BY deadline"
+	" ORDER BY deadline, id"
 	" LIMIT $1",
 	1, {INT4OID}, NULL, true
 };
@@ -307,7 +308,46 @@ abort_saga(int64 saga_id, const char *reason, bool wait, Oid check_owner)
 }
 
 /*
+ * Sweeps that never wait for each other.  A deadline sweep aborts many
+ * sagas in one transaction and so holds the deliveries of those it has
+ * aborted while it waits for the next one's.  Two sweeps (two workers, or
+ * saga_run_pending() sessions), or a sweep and a transaction calling
+ * saga_cancel(), that took two sagas in opposite orders would wait for each
+ * other, a deadlock.  So whoever aborts a saga first takes this lock on it
+ * for the rest of its transaction: a sweep only tries it, and skips a saga
+ * being aborted elsewhere (if that transaction rolls back, the next sweep
+ * finds the saga again), while saga_cancel() waits for it.  A sweep thus
+ * waits only for handlers running now.  Sweeps also take sagas in a
+ * definite order, (deadline, id) in expired_plan: ties on deadline happen
+ * (sagas started together with the same deadline), and their order would
+ * otherwise be whatever each worker's plan gives.
+ *
+ * The lock is an advisory lock of the transaction in a space of its own:
+ * the fourth field of its tag, SAGA_ABORT_LOCK_SPACE, is neither 1 nor 2,
+ * the values of SQL's pg_advisory_xact_lock(bigint) and
+ * pg_advisory_xact_lock(int, int), so no application's advisory lock can
+ * take it.  pg_locks shows it as an advisory lock with objsubid 21319,
+ * classid and objid the high and low halves of the saga's id.  With wait,
+ * waits for it; without, returns false at once if another transaction
+ * holds it.
+ */
+#define SAGA_ABORT_LOCK_SPACE	0x5347	/* "SG" */
+
+static bool
+lock_for_abort(int64 saga_id, bool wait)
+{
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId,
+						 (uint32) (((uint64) saga_id) >> 32),
+						 (uint32) (((uint64) saga_id) & 0xFFFFFFFF),
+						 SAGA_ABORT_LOCK_SPACE);
+	return LockAcquire(&tag, ExclusiveLock, false, !wait) != LOCKACQUIRE_NOT_AVAIL;
+}
+
+/*
  * Abort up to limit sagas whose deadline has passed; returns how many.
+ * Sagas that another transaction is aborting right now are left to it.
  * The caller is in a transaction with an active snapshot.
  */
 int
@@ -336,8 +376,13 @@ saga_abort_expired(int limit)
 											 SPI_tuptable->tupdesc, 1, &isnull));
 	}
 	for (i = 0; i < n; i++)
+	{
+		/* another sweep, or saga_cancel(), is aborting it: never wait */
+		if (!lock_for_abort(ids[i], false))
+			continue;
 		if (abort_saga(ids[i], "deadline exceeded", false, InvalidOid))
 			aborted++;
+	}
 
 	saga_end_as_owner(save_userid, save_sec_context);
 	SPI_finish();
@@ -363,6 +408,9 @@ saga_cancel(PG_FUNCTION_ARGS)
 				 errmsg("saga_id must not be null")));
 	saga_id = PG_GETARG_INT64(0);
 	reason = PG_ARGISNULL(1) ? "cancelled" : saga_check_name(fcinfo, 1, "reason");
+
+	/* wait for a sweep (or another saga_cancel) aborting it right now */
+	(void) lock_for_abort(saga_id, true);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");

@@ -14,6 +14,14 @@
  *
  * A handler runs as the role that subscribed it (see invoke.c).
  *
+ * A batch is bounded in bytes as well as in count.  Events larger than
+ * SAGA_INLINE_BYTES are not read by the claim but one at a time, just
+ * before their handler runs, into a memory context reset after each
+ * delivery; and a batch stops taking deliveries once their payloads add up
+ * to saga.batch_bytes (the rest, claimed but not handled, is released at
+ * commit and taken by the next batch).  A worker's memory is then bounded
+ * by the largest event, not by the batch size times the largest event.
+ *
  * Nothing forward runs after a saga's end.  A delivery of a subscription
  * with forward = true is cancelled instead of handled when its saga has
  * been aborted (its deadline passed, or saga_cancel()), or had already
@@ -71,14 +79,23 @@ typedef struct ClaimedDelivery
 	Jsonb	   *payload;
 	bool		aborting;		/* its saga is aborted and not yet ended */
 	bool		cancel;			/* forward work of a saga that is over */
+	int64		size;			/* the payload's stored size, in bytes */
 } ClaimedDelivery;
+
+/* Events up to this size (stored) come with the claim; larger ones later. */
+#define SAGA_INLINE_BYTES	(64 * 1024)
 
 static SagaPlan claim_plan = {
 	"SELECT d.id, d.attempts, s.handler::oid, s.owner::oid, s.consumer,"
-	"       e.id, e.saga_id, e, s.on_failure, e.payload, s.forward,"
+	"       e.id, e.saga_id,"
+	"       CASE WHEN pg_column_size(e.payload) <= $2 THEN e END,"
+	"       s.on_failure,"
+	"       CASE WHEN pg_column_size(e.payload) <= $2 THEN e.payload END,"
+	"       s.forward,"
 	"       coalesce(i.status = 'pending' AND i.aborted_at IS NOT NULL, false),"
 	"       coalesce(s.forward AND (i.aborted_at IS NOT NULL OR"
-	"                               (i.status <> 'pending' AND e.seq > i.finish_seq)), false)"
+	"                               (i.status <> 'pending' AND e.seq > i.finish_seq)), false),"
+	"       pg_column_size(e.payload)"
 	"  FROM saga.delivery d"
 	"  JOIN saga.subscription s ON s.id = d.subscription_id"
 	"  JOIN saga.event e ON e.id = d.event_id"
@@ -89,7 +106,13 @@ static SagaPlan claim_plan = {
 	" ORDER BY d.id"
 	" LIMIT $1"
 	"   FOR UPDATE OF d SKIP LOCKED",
-	1, {INT4OID}, NULL, true
+	2, {INT4OID, INT4OID}, NULL, true
+};
+
+/* A large event, read when its delivery's turn comes. */
+static SagaPlan event_plan = {
+	"SELECT e, e.payload FROM saga.event e WHERE e.id = $1",
+	1, {INT8OID}
 };
 
 static SagaPlan cancel_plan = {
@@ -228,6 +251,31 @@ record_failure(ClaimedDelivery *cd, ErrorData *edata)
 }
 
 /*
+ * Read a large event into cxt, when its delivery's turn comes.  The caller
+ * is connected to SPI.
+ */
+static void
+load_event(ClaimedDelivery *cd, MemoryContext cxt)
+{
+	Datum		arg = Int64GetDatum(cd->event_id);
+	MemoryContext old;
+	bool		isnull;
+
+	saga_execute(&event_plan, &arg, NULL, false, 0);
+	if (SPI_processed != 1)
+		elog(ERROR, "event %lld of delivery %lld is missing",
+			 (long long) cd->event_id, (long long) cd->delivery_id);
+	old = MemoryContextSwitchTo(cxt);
+	cd->event = PointerGetDatum(PG_DETOAST_DATUM_COPY(SPI_getbinval(SPI_tuptable->vals[0],
+																	SPI_tuptable->tupdesc, 1,
+																	&isnull)));
+	cd->payload = DatumGetJsonbPCopy(SPI_getbinval(SPI_tuptable->vals[0],
+												   SPI_tuptable->tupdesc, 2, &isnull));
+	MemoryContextSwitchTo(old);
+	SPI_freetuptable(SPI_tuptable);
+}
+
+/*
  * Claim up to limit deliveries and run their handlers.  The caller is in
  * a transaction with an active snapshot.
  */
@@ -236,8 +284,10 @@ saga_dispatch_batch(int limit)
 {
 	SagaBatchResult result = {0, 0, 0, 0};
 	MemoryContext batch_cxt;
+	MemoryContext item_cxt;
 	MemoryContext oldcxt;
 	ClaimedDelivery *claimed;
+	int64		bytes = 0;
 	HandlerInfo *handlers;
 	volatile int nhandlers = 0;
 	Datum	   *done_ids;
@@ -248,7 +298,7 @@ saga_dispatch_batch(int limit)
 	Datum	   *done_seqs;
 	Datum	   *done_ats;
 	Oid			seq_oid;
-	Datum		arg;
+	Datum		args[2];
 	int			i;
 
 	if (saga_current_delivery != NULL || saga_in_user_function())
@@ -258,6 +308,8 @@ saga_dispatch_batch(int limit)
 
 	batch_cxt = AllocSetContextCreate(CurrentMemoryContext, "saga batch",
 									  ALLOCSET_DEFAULT_SIZES);
+	item_cxt = AllocSetContextCreate(batch_cxt, "saga delivery",
+									 ALLOCSET_DEFAULT_SIZES);
 	oldcxt = MemoryContextSwitchTo(batch_cxt);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -265,8 +317,9 @@ saga_dispatch_batch(int limit)
 
 	seq_oid = get_relname_relid("trace_seq", get_namespace_oid(SAGA_SCHEMA, false));
 
-	arg = Int32GetDatum(limit);
-	saga_execute(&claim_plan, &arg, NULL, false, 0);
+	args[0] = Int32GetDatum(limit);
+	args[1] = Int32GetDatum(SAGA_INLINE_BYTES);
+	saga_execute(&claim_plan, args, NULL, false, 0);
 	result.claimed = (int) SPI_processed;
 
 	claimed = palloc0(sizeof(ClaimedDelivery) * Max(result.claimed, 1));
@@ -294,14 +347,17 @@ saga_dispatch_batch(int limit)
 		cd->saga_id = DatumGetInt64(SPI_getbinval(tup, desc, 7, &isnull));
 		cd->has_saga_id = !isnull;
 		d = SPI_getbinval(tup, desc, 8, &isnull);
-		cd->event = PointerGetDatum(PG_DETOAST_DATUM_COPY(d));
+		cd->event = isnull ? (Datum) 0 : PointerGetDatum(PG_DETOAST_DATUM_COPY(d));
 		d = SPI_getbinval(tup, desc, 9, &isnull);
 		cd->on_failure = isnull ? NULL : TextDatumGetCString(d);
-		cd->payload = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 10, &isnull));
+		d = SPI_getbinval(tup, desc, 10, &isnull);
+		cd->payload = isnull ? NULL : DatumGetJsonbPCopy(d);
 		cd->forward = DatumGetBool(SPI_getbinval(tup, desc, 11, &isnull));
 		cd->aborting = DatumGetBool(SPI_getbinval(tup, desc, 12, &isnull));
 		cd->cancel = DatumGetBool(SPI_getbinval(tup, desc, 13, &isnull));
+		cd->size = DatumGetInt32(SPI_getbinval(tup, desc, 14, &isnull));
 	}
+	SPI_freetuptable(SPI_tuptable);
 
 	for (i = 0; i < result.claimed; i++)
 	{
@@ -312,6 +368,12 @@ saga_dispatch_batch(int limit)
 		int64		seq;
 
 		CHECK_FOR_INTERRUPTS();
+		MemoryContextReset(item_cxt);
+
+		/* enough bytes for one batch: leave the rest to the next */
+		if (i > 0 && !cd->cancel && bytes + cd->size > saga_batch_bytes * INT64CONST(1024))
+			break;
+		bytes += cd->size;
 
 		/* an aborted saga may end once this delivery is out of the way */
 		if (cd->aborting)
@@ -327,12 +389,15 @@ saga_dispatch_batch(int limit)
 		current.has_saga_id = cd->has_saga_id;
 		current.consumer = cd->consumer;
 
+		if (cd->event == (Datum) 0)
+			load_event(cd, item_cxt);
+
 		/* the moment of delivery, for the trace: before what it publishes */
 		seq = nextval_internal(seq_oid, false);
 		at = GetCurrentTimestamp();
 
 		BeginInternalSubTransaction(NULL);
-		MemoryContextSwitchTo(batch_cxt);
+		MemoryContextSwitchTo(item_cxt);
 		PG_TRY();
 		{
 			FmgrInfo   *flinfo;
@@ -360,18 +425,18 @@ saga_dispatch_batch(int limit)
 			ErrorData  *edata;
 
 			saga_current_delivery = NULL;
-			MemoryContextSwitchTo(batch_cxt);
+			MemoryContextSwitchTo(item_cxt);
 			edata = CopyErrorData();
 			FlushErrorState();
 
 			RollbackAndReleaseCurrentSubTransaction();
-			MemoryContextSwitchTo(batch_cxt);
+			MemoryContextSwitchTo(item_cxt);
 			CurrentResourceOwner = oldowner;
 
 			record_failure(cd, edata);
 			if (saga_error_is_transient(edata->sqlerrcode))
 				result.transient++;
-			FreeErrorData(edata);
+			MemoryContextSwitchTo(batch_cxt);
 			result.failed++;
 		}
 		PG_END_TRY();
@@ -386,6 +451,8 @@ saga_dispatch_batch(int limit)
 			break;
 	}
 
+	MemoryContextSwitchTo(batch_cxt);
+	MemoryContextReset(item_cxt);
 	if (result.done > 0)
 	{
 		Datum		values[3];

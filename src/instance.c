@@ -303,6 +303,11 @@ interval_to_timeout_ms(Interval *iv)
 
 /*
  * saga_await(saga_id bigint, timeout interval) returns text
+ *
+ * Returns the saga's status once it is no longer pending, or 'pending' when
+ * the timeout has passed.  Each look at the instance allocates its status
+ * anew; the one that ends the loop, finished or still pending, is the one
+ * returned (copied out of SPI's memory), the others are freed.
  */
 Datum
 saga_await(PG_FUNCTION_ARGS)
@@ -344,11 +349,13 @@ saga_await(PG_FUNCTION_ARGS)
 					 errmsg("saga %lld was started in this transaction", (long long) saga_id),
 					 errhint("Commit first: nothing can run the saga before it is committed.")));
 		first = false;
-		pfree(status);
 
+		/* timed out: the answer is the 'pending' just read */
 		remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
 		if (remaining <= 0)
 			break;
+		/* not before: status is returned when the loop ends */
+		pfree(status);
 
 		if (cv != NULL)
 			(void) ConditionVariableTimedSleep(cv, remaining, PG_WAIT_EXTENSION);

@@ -33,6 +33,7 @@ int			saga_retention = 7 * 24 * 3600;
 int			saga_retention_batch = 1000;
 int			saga_lock_timeout = 5;
 int			saga_batch_time = 10;
+int			saga_batch_bytes = 16 * 1024;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -81,6 +82,16 @@ _PG_init(void)
 							&saga_batch_time,
 							10, 0, 3600 * 1000,
 							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("saga.batch_bytes",
+							"Most event payload a worker takes on in one transaction.",
+							"A batch stops taking deliveries once their payloads add up to this "
+							"(it always takes one), and events larger than 64kB are read one at "
+							"a time, so that a worker's memory is bounded by the largest event.",
+							&saga_batch_bytes,
+							16 * 1024, 64, INT_MAX / 1024,
+							PGC_SIGHUP, GUC_UNIT_KB,
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("saga.poll_interval",

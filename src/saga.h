@@ -47,6 +47,7 @@ extern int	saga_deadline;
 extern int	saga_retention;
 extern int	saga_lock_timeout;
 extern int	saga_batch_time;
+extern int	saga_batch_bytes;
 extern int	saga_retention_batch;
 
 /* ------------------------------------------------------------------------
@@ -70,6 +71,9 @@ typedef enum SagaCounter
 	SAGA_NCOUNTERS
 } SagaCounter;
 
+/* Room for the message of a worker's last error, in shared memory. */
+#define SAGA_ERROR_LEN		256
+
 /* What the launcher knows of one database. */
 typedef enum SagaDbState
 {
@@ -90,6 +94,11 @@ typedef struct SagaDatabase
 	pg_atomic_uint32 notify_sent;	/* a NOTIFY is on its way to them */
 	int			listener;		/* slot of the worker that LISTENs, or -1 */
 	pg_atomic_uint64 counters[SAGA_NCOUNTERS];
+	/* the last error that made one of its workers exit (worker.c) */
+	char		last_error[SAGA_ERROR_LEN];
+	int			last_error_code;	/* its SQLSTATE */
+	TimestampTz last_error_at;	/* 0: none since the server started */
+	pid_t		last_error_pid;
 } SagaDatabase;
 
 /* One database worker, in the style of PGPROC for pg_stat_activity. */

@@ -133,6 +133,10 @@ saga_find_database(Oid dboid, bool create)
 	free_entry->listener = -1;
 	for (i = 0; i < SAGA_NCOUNTERS; i++)
 		pg_atomic_write_u64(&free_entry->counters[i], 0);
+	free_entry->last_error[0] = '\0';
+	free_entry->last_error_code = 0;
+	free_entry->last_error_at = 0;
+	free_entry->last_error_pid = 0;
 	return free_entry;
 }
 

@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * stats.c
- *	  Cumulative counters per database, and the workers' state, read from
- *	  shared memory: saga_counters() and saga_worker_status().
+ *	  Cumulative counters per database, and the workers' state (and the
+ *	  last error that made one exit), read from shared memory:
+ *	  saga_counters() and saga_worker_status().
  *
  * A backend counts what it does in local counters and adds them to its
  * database's shared counters when its transaction commits; what a rolled
@@ -20,6 +21,7 @@
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
@@ -160,33 +162,93 @@ saga_counters(PG_FUNCTION_ARGS)
 }
 
 /*
- * saga_worker_status() returns one row per running launcher or worker.
+ * The last error that made a worker of a database exit, as text: copied
+ * from shared memory (the caller holds the lock).  It is in that database's
+ * encoding, which need not be ours: then its non-ASCII bytes show as '?'.
+ */
+static Datum
+last_error_text(SagaDatabase *db)
+{
+	char		buf[SAGA_ERROR_LEN];
+	int			len;
+
+	strlcpy(buf, db->last_error, sizeof(buf));
+	len = strlen(buf);
+	if (!pg_verifymbstr(buf, len, true))
+	{
+		int			i;
+
+		for (i = 0; i < len; i++)
+			if (IS_HIGHBIT_SET(buf[i]))
+				buf[i] = '?';
+	}
+	return CStringGetTextDatum(buf);
+}
+
+/* Columns of saga_worker_status(): 1.1 has the first 8, 1.2 all of them. */
+#define WORKER_STATUS_COLS_1_1	8
+#define WORKER_STATUS_COLS		12
+
+/*
+ * Fill the last four columns (1.2) of a row: db's last error that ended a
+ * worker, if any (all null for the launcher's row, db NULL).
+ */
+static void
+fill_last_error(SagaDatabase *db, Datum *values, bool *nulls)
+{
+	bool		none = db == NULL || db->last_error_at == 0;
+	int			i;
+
+	for (i = WORKER_STATUS_COLS_1_1; i < WORKER_STATUS_COLS; i++)
+		nulls[i] = none;
+	if (none)
+		return;
+	values[8] = last_error_text(db);
+	values[9] = CStringGetTextDatum(unpack_sql_state(db->last_error_code));
+	values[10] = TimestampTzGetDatum(db->last_error_at);
+	values[11] = Int32GetDatum(db->last_error_pid);
+}
+
+/*
+ * saga_worker_status() returns one row per running launcher or worker,
+ * and one for each database whose workers all exited after an error (state
+ * 'exited') while the launcher waits to start another.  Each row of a
+ * database shows the last error that made one of its workers exit.
+ *
+ * Version 1.1 of the SQL function has only the first 8 columns (and no
+ * 'exited' rows): this library serves it too until ALTER EXTENSION UPDATE.
  */
 Datum
 saga_worker_status(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	bool		with_errors;
 	int			i;
 
 	InitMaterializedSRF(fcinfo, 0);
 	if (SagaShmem == NULL)
 		return (Datum) 0;
+	with_errors = rsinfo->setDesc->natts >= WORKER_STATUS_COLS;
+	if (!with_errors && rsinfo->setDesc->natts != WORKER_STATUS_COLS_1_1)
+		elog(ERROR, "saga_worker_status() must return %d or %d columns",
+			 WORKER_STATUS_COLS_1_1, WORKER_STATUS_COLS);
 
 	LWLockAcquire(SagaShmem->lock, LW_SHARED);
 	if (SagaShmem->launcher_pid != 0)
 	{
-		Datum		values[8];
-		bool		nulls[8] = {false, true, false, true, true, true, true, true};
+		Datum		values[WORKER_STATUS_COLS];
+		bool		nulls[WORKER_STATUS_COLS] = {false, true, false, true, true, true, true, true};
 
 		values[0] = Int32GetDatum(SagaShmem->launcher_pid);
 		values[2] = CStringGetTextDatum("launcher");
+		fill_last_error(NULL, values, nulls);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	for (i = 0; i < SagaShmem->max_workers; i++)
 	{
 		SagaWorkerSlot *w = &SagaShmem->workers[i];
-		Datum		values[8];
-		bool		nulls[8] = {false, false, false, false, false, false, false, false};
+		Datum		values[WORKER_STATUS_COLS];
+		bool		nulls[WORKER_STATUS_COLS] = {0};
 		const char *state;
 
 		if (!w->in_use)
@@ -210,6 +272,33 @@ saga_worker_status(PG_FUNCTION_ARGS)
 		nulls[6] = w->started_at == 0;
 		values[7] = TimestampTzGetDatum(w->last_active);
 		nulls[7] = w->last_active == 0;
+		fill_last_error(saga_find_database(w->dboid, false), values, nulls);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+
+	/*
+	 * Databases served by no worker now, their last one having exited on an
+	 * error: otherwise a worker that fails at once each time it is started
+	 * would hardly ever show.
+	 */
+	for (i = 0; with_errors && i < SagaShmem->max_databases; i++)
+	{
+		SagaDatabase *db = &SagaShmem->databases[i];
+		Datum		values[WORKER_STATUS_COLS];
+		bool		nulls[WORKER_STATUS_COLS] = {true, false, false, true, true, true, true, true};
+		int			w;
+
+		if ((db->state != SAGA_DB_ACTIVE && db->state != SAGA_DB_UNKNOWN) ||
+			db->failures == 0 || db->last_error_at == 0)
+			continue;
+		for (w = 0; w < SagaShmem->max_workers; w++)
+			if (SagaShmem->workers[w].in_use && SagaShmem->workers[w].dboid == db->dboid)
+				break;
+		if (w < SagaShmem->max_workers)
+			continue;
+		values[1] = ObjectIdGetDatum(db->dboid);
+		values[2] = CStringGetTextDatum("exited");
+		fill_last_error(db, values, nulls);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	LWLockRelease(SagaShmem->lock);

@@ -25,6 +25,7 @@
 #include "access/xact.h"
 #include "commands/async.h"
 #include "commands/extension.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -273,46 +274,14 @@ worker_set_idle(bool idle)
 		pg_atomic_fetch_sub_u32(&MySagaDatabase->idle_workers, 1);
 }
 
-void
-saga_worker_main(Datum main_arg)
+/*
+ * The worker's life once it serves its database: batches while there is
+ * work, sleeps while there is none.  Returns when asked to stop or when the
+ * extension has been dropped.
+ */
+static void
+worker_loop(Oid dboid)
 {
-	int			slot = DatumGetInt32(main_arg);
-	Oid			dboid;
-
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, die);
-	BackgroundWorkerUnblockSignals();
-
-	LWLockAcquire(SagaShmem->lock, LW_EXCLUSIVE);
-	MySagaWorker = &SagaShmem->workers[slot];
-	dboid = MySagaWorker->dboid;
-	MySagaWorker->pid = MyProcPid;
-	MySagaWorker->latch = MyLatch;
-	MySagaWorker->idle = false;
-	MySagaWorker->started_at = GetCurrentTimestamp();
-	MySagaDatabase = saga_find_database(dboid, true);
-	LWLockRelease(SagaShmem->lock);
-	before_shmem_exit(worker_detach, (Datum) 0);
-
-	if (MySagaDatabase == NULL)
-		proc_exit(0);
-
-	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
-	pgstat_report_appname("saga worker");
-
-	/* Is the extension here?  Then listen before looking for work. */
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	if (!OidIsValid(get_extension_oid(SAGA_EXTENSION, true)))
-	{
-		CommitTransactionCommand();
-		saga_mark_database(dboid, SAGA_DB_ABSENT);
-		proc_exit(0);
-	}
-	worker_take_listening();
-	CommitTransactionCommand();
-	saga_mark_database(dboid, SAGA_DB_ACTIVE);
-
 	for (;;)
 	{
 		int			claimed;
@@ -387,6 +356,105 @@ saga_worker_main(Datum main_arg)
 						 PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 	}
+}
+
+/*
+ * Record the error being thrown, which will end this worker, in its
+ * database's entry in shared memory: message, SQLSTATE, time and pid.
+ * Called in PG_CATCH(), with the error still to be re-thrown.
+ */
+static void
+worker_record_error(void)
+{
+	MemoryContext oldcxt;
+	ErrorData  *edata;
+	const char *message;
+
+	HOLD_INTERRUPTS();
+	/* CopyErrorData() must not run in ErrorContext; the process is ending */
+	oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+	edata = CopyErrorData();
+	MemoryContextSwitchTo(oldcxt);
+	message = edata->message ? edata->message : "(no message)";
+
+	/* no error is thrown with this lock held, but an exit must not hang */
+	if (LWLockHeldByMe(SagaShmem->lock))
+		LWLockRelease(SagaShmem->lock);
+	LWLockAcquire(SagaShmem->lock, LW_EXCLUSIVE);
+	if (MySagaDatabase != NULL)
+	{
+		/* cut on a character boundary */
+		int			len = pg_mbcliplen(message, strlen(message), SAGA_ERROR_LEN - 1);
+
+		memcpy(MySagaDatabase->last_error, message, len);
+		MySagaDatabase->last_error[len] = '\0';
+		MySagaDatabase->last_error_code = edata->sqlerrcode;
+		MySagaDatabase->last_error_at = GetCurrentTimestamp();
+		MySagaDatabase->last_error_pid = MyProcPid;
+	}
+	LWLockRelease(SagaShmem->lock);
+	FreeErrorData(edata);
+	RESUME_INTERRUPTS();
+}
+
+void
+saga_worker_main(Datum main_arg)
+{
+	int			slot = DatumGetInt32(main_arg);
+	Oid			dboid;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	LWLockAcquire(SagaShmem->lock, LW_EXCLUSIVE);
+	MySagaWorker = &SagaShmem->workers[slot];
+	dboid = MySagaWorker->dboid;
+	MySagaWorker->pid = MyProcPid;
+	MySagaWorker->latch = MyLatch;
+	MySagaWorker->idle = false;
+	MySagaWorker->started_at = GetCurrentTimestamp();
+	MySagaDatabase = saga_find_database(dboid, true);
+	LWLockRelease(SagaShmem->lock);
+	before_shmem_exit(worker_detach, (Datum) 0);
+
+	if (MySagaDatabase == NULL)
+		proc_exit(0);
+
+	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+	pgstat_report_appname("saga worker");
+
+	/* Is the extension here?  Then listen before looking for work. */
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	if (!OidIsValid(get_extension_oid(SAGA_EXTENSION, true)))
+	{
+		CommitTransactionCommand();
+		saga_mark_database(dboid, SAGA_DB_ABSENT);
+		proc_exit(0);
+	}
+	worker_take_listening();
+	CommitTransactionCommand();
+	saga_mark_database(dboid, SAGA_DB_ACTIVE);
+
+	/*
+	 * An error here, outside the subtransactions of the handlers and steps
+	 * (a batch's own bookkeeping, a sweep), ends the worker: there is no
+	 * telling what state the batch left behind.  Say why in shared memory
+	 * first, where saga_workers shows it, then exit: re-thrown, the error
+	 * reaches the background worker's own handler, which logs it and exits
+	 * with code 1 (the launcher then waits before starting another).
+	 */
+	PG_TRY();
+	{
+		worker_loop(dboid);
+	}
+	PG_CATCH();
+	{
+		worker_record_error();
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
 
 	proc_exit(0);
 }
