@@ -33,7 +33,7 @@ su(q{
 	CREATE ROLE app LOGIN;
 	GRANT EXECUTE ON FUNCTION
 	    saga_publish(text, jsonb, bigint, text),
-	    saga_subscribe(text, text, regprocedure, text, boolean),
+	    saga_subscribe(text, text, regprocedure, text, boolean, text),
 	    saga_begin(text, interval), saga_await(bigint, interval)
 	TO app;
 	CREATE SCHEMA notes AUTHORIZATION app;
