@@ -13,6 +13,10 @@
  * the utility hook wakes it after CREATE/DROP DATABASE, so new databases
  * are served without a restart and dropped ones are forgotten.
  *
+ * A database into which a session is restoring gets no workers until that
+ * session stops restoring (see wakeup.c); the launcher is the one that
+ * notices a restoring session gone idle (launcher_check_restores()).
+ *
  * Workers are dynamic background workers that report to the launcher
  * (bgw_notify_pid), so the launcher's latch is set whenever one starts or
  * stops.  A worker that exits without having been asked to is restarted
@@ -37,6 +41,7 @@
 #include "storage/ipc.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
+#include "utils/backend_status.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/wait_event.h"
@@ -45,6 +50,14 @@
 
 /* How often the launcher re-reads pg_database even if nobody asked. */
 #define SAGA_RESCAN_INTERVAL_MS		(60 * 1000)
+
+/*
+ * A restoring session idle this long no longer holds its database's
+ * workers back (see wakeup.c); the launcher looks at it every
+ * SAGA_RESTORE_CHECK_MS.
+ */
+#define SAGA_RESTORE_IDLE_MS		(10 * 1000)
+#define SAGA_RESTORE_CHECK_MS		1000
 
 /* Handles of the workers this launcher started, by slot. */
 static BackgroundWorkerHandle **worker_handles = NULL;
@@ -218,8 +231,85 @@ launcher_start_worker(SagaDatabase *db)
 }
 
 /*
+ * The restores that hold databases' workers back (wakeup.c): end the hold
+ * of a session that is gone, or that has been idle for SAGA_RESTORE_IDLE_MS.
+ * Idle means running no statement (pg_stat_activity's state is idle, or
+ * idle in transaction; a COPY counts as running until the client has sent
+ * all of its data) and ending no transaction: the session counts those it
+ * ends, and the launcher compares the count with what it saw last time.  A
+ * session whose track_activities is off shows no state; it is judged by
+ * the transactions it ends alone.  Returns how long the launcher may sleep
+ * before it must look again.
+ */
+static long
+launcher_check_restores(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	bool		any = false;
+	int			nbackends;
+	int			i;
+
+	LWLockAcquire(SagaShmem->lock, LW_SHARED);
+	for (i = 0; i < SagaShmem->max_databases && !any; i++)
+		any = SagaShmem->databases[i].state != SAGA_DB_UNUSED &&
+			SagaShmem->databases[i].restore_pid != 0;
+	LWLockRelease(SagaShmem->lock);
+	if (!any)
+		return SAGA_RESCAN_INTERVAL_MS;
+
+	/* a fresh copy of every backend's status, as pg_stat_activity reads it */
+	pgstat_clear_backend_activity_snapshot();
+	nbackends = pgstat_fetch_stat_numbackends();
+
+	LWLockAcquire(SagaShmem->lock, LW_EXCLUSIVE);
+	for (i = 0; i < SagaShmem->max_databases; i++)
+	{
+		SagaDatabase *db = &SagaShmem->databases[i];
+		PgBackendStatus *session = NULL;
+		bool		busy;
+		int			b;
+
+		if (db->state == SAGA_DB_UNUSED || db->restore_pid == 0)
+			continue;
+		for (b = 1; b <= nbackends && session == NULL; b++)
+		{
+			LocalPgBackendStatus *entry = pgstat_fetch_stat_local_beentry(b);
+
+			if (entry != NULL && entry->backendStatus.st_procpid == db->restore_pid)
+				session = &entry->backendStatus;
+		}
+
+		busy = db->restore_xacts != db->restore_seen_xacts;
+		if (session != NULL)
+			busy = busy ||
+				session->st_state == STATE_RUNNING ||
+				session->st_state == STATE_FASTPATH ||
+				session->st_state == STATE_UNDEFINED;
+		db->restore_seen_xacts = db->restore_xacts;
+		if (busy)
+			db->restore_busy_at = now;
+
+		if (session == NULL)
+			db->restore_pid = 0;	/* gone without saying so */
+		else if (TimestampDifferenceExceeds(db->restore_busy_at, now, SAGA_RESTORE_IDLE_MS))
+		{
+			ereport(LOG,
+					(errmsg("saga launcher: the workers of database %u start: the session that restored into it has been idle for %d s",
+							db->dboid, SAGA_RESTORE_IDLE_MS / 1000),
+					 errdetail("Session %d created the extension with check_function_bodies off, as a restore does.",
+							   db->restore_pid)));
+			db->restore_pid = 0;
+		}
+	}
+	LWLockRelease(SagaShmem->lock);
+	pgstat_clear_backend_activity_snapshot();
+	return SAGA_RESTORE_CHECK_MS;
+}
+
+/*
  * Bring each database's workers to the number wanted; returns how long the
- * launcher may sleep before a delayed restart is due.
+ * launcher may sleep before a delayed restart is due.  A database that a
+ * restore holds back gets none.
  */
 static long
 launcher_reconcile(void)
@@ -249,6 +339,8 @@ launcher_reconcile(void)
 			default:
 				continue;
 		}
+		if (db->restore_pid != 0)
+			continue;
 
 		for (j = 0; j < SagaShmem->max_workers; j++)
 		{
@@ -327,6 +419,7 @@ saga_launcher_main(Datum main_arg)
 	for (;;)
 	{
 		bool		rescan;
+		long		restore_ms;
 		long		sleep_ms;
 
 		CHECK_FOR_INTERRUPTS();
@@ -350,7 +443,9 @@ saga_launcher_main(Datum main_arg)
 			last_scan = GetCurrentTimestamp();
 		}
 
+		restore_ms = launcher_check_restores();
 		sleep_ms = launcher_reconcile();
+		sleep_ms = Min(sleep_ms, restore_ms);
 
 		pgstat_report_activity(STATE_IDLE, NULL);
 		(void) WaitLatch(MyLatch,

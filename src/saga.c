@@ -34,6 +34,7 @@ int			saga_retention_batch = 1000;
 int			saga_lock_timeout = 5;
 int			saga_batch_time = 10;
 int			saga_batch_bytes = 16 * 1024;
+int			saga_test_probe_delay = 0;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -151,6 +152,15 @@ _PG_init(void)
 							&saga_retention_batch,
 							1000, 1, 100000,
 							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("saga.test_probe_delay",
+							"For tests only: how long a new worker waits between looking for the extension and reporting it.",
+							"Lets a test commit CREATE EXTENSION while a worker that did not see it "
+							"is about to report the database as without the extension.",
+							&saga_test_probe_delay,
+							0, 0, 60 * 1000,
+							PGC_SUSET, GUC_UNIT_MS | GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("saga");

@@ -49,6 +49,7 @@ extern int	saga_lock_timeout;
 extern int	saga_batch_time;
 extern int	saga_batch_bytes;
 extern int	saga_retention_batch;
+extern int	saga_test_probe_delay;	/* for tests only */
 
 /* ------------------------------------------------------------------------
  * Shared memory (shmem.c)
@@ -93,6 +94,16 @@ typedef struct SagaDatabase
 	pg_atomic_uint32 idle_workers;	/* workers asleep (or about to be) */
 	pg_atomic_uint32 notify_sent;	/* a NOTIFY is on its way to them */
 	int			listener;		/* slot of the worker that LISTENs, or -1 */
+	uint64		generation;		/* bumped whenever the extension may have come */
+
+	/*
+	 * A session restoring into the database holds its workers back while it
+	 * keeps working (wakeup.c; the launcher ends an idle one's hold).
+	 */
+	int			restore_pid;	/* that session, or 0 */
+	uint32		restore_xacts;	/* transactions it has ended since */
+	uint32		restore_seen_xacts; /* launcher: restore_xacts when it last looked */
+	TimestampTz restore_busy_at;	/* launcher: when it last saw the session busy */
 	pg_atomic_uint64 counters[SAGA_NCOUNTERS];
 	/* the last error that made one of its workers exit (worker.c) */
 	char		last_error[SAGA_ERROR_LEN];
@@ -143,6 +154,11 @@ extern void saga_pause_database(Oid dboid);
 extern void saga_resume_database(Oid dboid);
 extern void saga_forget_database(Oid dboid);
 extern void saga_mark_database(Oid dboid, SagaDbState state);
+extern uint64 saga_database_generation(Oid dboid);
+extern void saga_report_probe(Oid dboid, bool installed, uint64 generation);
+extern void saga_hold_for_restore(Oid dboid);
+extern bool saga_restore_xact_ended(Oid dboid);
+extern void saga_release_restore(Oid dboid, int pid);
 extern void saga_release_slot(SagaWorkerSlot *w, bool failed);
 
 /* ------------------------------------------------------------------------

@@ -10,6 +10,13 @@
  * by their own worker only and read without the lock, as pg_stat_activity
  * reads PGPROC.
  *
+ * Who may change a database's state: the launcher (new and vanished
+ * databases), its workers (what they found: the extension is there or
+ * not), and sessions (CREATE EXTENSION at commit; commands that pause the
+ * workers, see utility.c; a restore's hold, see wakeup.c).  A worker's
+ * findings can be older than a session's news, so each entry has a
+ * generation that sessions bump and that a worker's report must match.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -131,6 +138,12 @@ saga_find_database(Oid dboid, bool create)
 	pg_atomic_write_u32(&free_entry->idle_workers, 0);
 	pg_atomic_write_u32(&free_entry->notify_sent, 0);
 	free_entry->listener = -1;
+	/* not reset: a report on the entry's former database must not match */
+	free_entry->generation++;
+	free_entry->restore_pid = 0;
+	free_entry->restore_xacts = 0;
+	free_entry->restore_seen_xacts = 0;
+	free_entry->restore_busy_at = 0;
 	for (i = 0; i < SAGA_NCOUNTERS; i++)
 		pg_atomic_write_u64(&free_entry->counters[i], 0);
 	free_entry->last_error[0] = '\0';
@@ -162,6 +175,8 @@ saga_wake_launcher_now(bool rescan)
 /*
  * Record what a worker found out about its database, or what a session
  * learned (CREATE EXTENSION at commit), and let the launcher act on it.
+ * Marking a database UNKNOWN also makes any look at it that began before
+ * stale (see saga_report_probe()).
  */
 void
 saga_mark_database(Oid dboid, SagaDbState state)
@@ -172,12 +187,64 @@ saga_mark_database(Oid dboid, SagaDbState state)
 		return;
 	LWLockAcquire(SagaShmem->lock, LW_EXCLUSIVE);
 	db = saga_find_database(dboid, true);
+	if (db != NULL && state == SAGA_DB_UNKNOWN)
+		db->generation++;
 	if (db != NULL && db->state != SAGA_DB_PAUSED)
 	{
 		if (state == SAGA_DB_UNKNOWN && db->state == SAGA_DB_ACTIVE)
 			;					/* already served: nothing to learn */
 		else
 			db->state = state;
+	}
+	LWLockRelease(SagaShmem->lock);
+	saga_wake_launcher_now(false);
+}
+
+/*
+ * The generation of a database's entry, read by a worker before it looks
+ * for the extension.  CREATE EXTENSION marks the database UNKNOWN after its
+ * commit has become visible, and that bumps the generation: so a worker
+ * whose catalog snapshot was taken too early to see the extension finds
+ * the generation changed when it reports, and its report is dropped.
+ */
+uint64
+saga_database_generation(Oid dboid)
+{
+	SagaDatabase *db;
+	uint64		generation = 0;
+
+	LWLockAcquire(SagaShmem->lock, LW_SHARED);
+	db = saga_find_database(dboid, false);
+	if (db != NULL)
+		generation = db->generation;
+	LWLockRelease(SagaShmem->lock);
+	return generation;
+}
+
+/*
+ * A worker's report on its first look at the database: the extension is
+ * installed (ACTIVE: the launcher starts the other workers) or not (ABSENT:
+ * none is started until CREATE EXTENSION).  ABSENT is recorded only if
+ * nothing marked the database since the worker read the generation before
+ * its look, or CREATE EXTENSION committing meanwhile would be overwritten
+ * and the database left unserved until a restart; the state then stays
+ * UNKNOWN and the launcher starts another worker to look again.  Reporting
+ * ACTIVE needs no such check: a worker that wrongly believes the extension
+ * is there finds out at its next batch and leaves.
+ */
+void
+saga_report_probe(Oid dboid, bool installed, uint64 generation)
+{
+	SagaDatabase *db;
+
+	LWLockAcquire(SagaShmem->lock, LW_EXCLUSIVE);
+	db = saga_find_database(dboid, true);
+	if (db != NULL && db->state != SAGA_DB_PAUSED)
+	{
+		if (installed)
+			db->state = SAGA_DB_ACTIVE;
+		else if (db->generation == generation)
+			db->state = SAGA_DB_ABSENT;
 	}
 	LWLockRelease(SagaShmem->lock);
 	saga_wake_launcher_now(false);
@@ -217,6 +284,25 @@ count_workers(Oid dboid)
 	return n;
 }
 
+/* Ask every worker of a database to exit (the caller holds the lock). */
+static void
+stop_workers(Oid dboid)
+{
+	int			i;
+
+	for (i = 0; i < SagaShmem->max_workers; i++)
+	{
+		SagaWorkerSlot *w = &SagaShmem->workers[i];
+
+		if (w->in_use && w->dboid == dboid)
+		{
+			w->stop_requested = true;
+			if (w->latch)
+				SetLatch(w->latch);
+		}
+	}
+}
+
 /*
  * Stop every worker of a database and keep the launcher from starting new
  * ones, so that a command needing the database to itself (DROP DATABASE,
@@ -229,7 +315,6 @@ saga_pause_database(Oid dboid)
 {
 	SagaDatabase *db;
 	TimestampTz deadline;
-	int			i;
 
 	if (SagaShmem == NULL || !OidIsValid(dboid))
 		return;
@@ -237,18 +322,11 @@ saga_pause_database(Oid dboid)
 	LWLockAcquire(SagaShmem->lock, LW_EXCLUSIVE);
 	db = saga_find_database(dboid, true);
 	if (db != NULL)
-		db->state = SAGA_DB_PAUSED;
-	for (i = 0; i < SagaShmem->max_workers; i++)
 	{
-		SagaWorkerSlot *w = &SagaShmem->workers[i];
-
-		if (w->in_use && w->dboid == dboid)
-		{
-			w->stop_requested = true;
-			if (w->latch)
-				SetLatch(w->latch);
-		}
+		db->state = SAGA_DB_PAUSED;
+		db->generation++;
 	}
+	stop_workers(dboid);
 	LWLockRelease(SagaShmem->lock);
 
 	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
@@ -268,7 +346,8 @@ saga_pause_database(Oid dboid)
 		if (remaining <= 0)
 		{
 			ereport(WARNING,
-					(errmsg("%d saga worker(s) of database %u did not stop in time", n, dboid)));
+					(errcode(ERRCODE_OBJECT_IN_USE),
+					 errmsg("%d saga worker(s) of database %u did not stop in time", n, dboid)));
 			break;
 		}
 		ConditionVariableTimedSleep(&SagaShmem->slots_cv, Min(remaining, 100),
@@ -308,9 +387,88 @@ saga_resume_database(Oid dboid)
 	LWLockAcquire(SagaShmem->lock, LW_EXCLUSIVE);
 	db = saga_find_database(dboid, false);
 	if (db != NULL && db->state == SAGA_DB_PAUSED)
+	{
 		db->state = SAGA_DB_UNKNOWN;
+		db->generation++;
+	}
 	LWLockRelease(SagaShmem->lock);
 	saga_wake_launcher_now(true);
+}
+
+/*
+ * This session creates the extension as a restore does (see wakeup.c): hold
+ * the database's workers back, asking any that run (one looking for the
+ * extension, say) to leave; the launcher starts none while the hold lasts.
+ * Unlike saga_pause_database() this does not wait for them: none of them
+ * can see the extension before this transaction commits, and each looks
+ * at stop_requested before its first batch.
+ */
+void
+saga_hold_for_restore(Oid dboid)
+{
+	SagaDatabase *db;
+
+	if (SagaShmem == NULL || !OidIsValid(dboid))
+		return;
+	LWLockAcquire(SagaShmem->lock, LW_EXCLUSIVE);
+	db = saga_find_database(dboid, true);
+	if (db != NULL)
+	{
+		db->restore_pid = MyProcPid;
+		db->restore_xacts = 0;
+		db->restore_seen_xacts = 0;
+		db->restore_busy_at = GetCurrentTimestamp();
+	}
+	stop_workers(dboid);
+	LWLockRelease(SagaShmem->lock);
+}
+
+/*
+ * The restoring session ended a transaction, and goes on restoring: count
+ * it, for the launcher.  Returns false if the session no longer holds the
+ * database (the launcher found it idle and ended the hold).
+ */
+bool
+saga_restore_xact_ended(Oid dboid)
+{
+	SagaDatabase *db;
+	bool		held = false;
+
+	if (SagaShmem == NULL)
+		return false;
+	LWLockAcquire(SagaShmem->lock, LW_EXCLUSIVE);
+	db = saga_find_database(dboid, false);
+	if (db != NULL && db->restore_pid == MyProcPid)
+	{
+		db->restore_xacts++;
+		held = true;
+	}
+	LWLockRelease(SagaShmem->lock);
+	return held;
+}
+
+/*
+ * End the hold that session pid has on a database, if it still has it, and
+ * let the launcher start the database's workers.
+ */
+void
+saga_release_restore(Oid dboid, int pid)
+{
+	SagaDatabase *db;
+	bool		released = false;
+
+	if (SagaShmem == NULL)
+		return;
+	LWLockAcquire(SagaShmem->lock, LW_EXCLUSIVE);
+	db = saga_find_database(dboid, false);
+	if (db != NULL && db->restore_pid == pid)
+	{
+		db->restore_pid = 0;
+		released = true;
+	}
+	LWLockRelease(SagaShmem->lock);
+	if (released)
+		saga_wake_launcher_now(false);
 }
 
 /*

@@ -18,8 +18,9 @@
  *	- sessions in saga_await(), for sagas that finished: the condition
  *	  variable the saga's id hashes to is broadcast after the commit;
  *	- the launcher, after CREATE EXTENSION saga, after CREATE or DROP
- *	  DATABASE, and after a transaction that paused a database's workers
- *	  (see utility.c).
+ *	  DATABASE, after a transaction that paused a database's workers
+ *	  (see utility.c), and when a restore stops holding them back (see
+ *	  saga_wake_launcher() below).
  * Workers publish too, but never wake anybody for their own events: they
  * loop until there is nothing left to deliver.
  *
@@ -33,6 +34,7 @@
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "nodes/pg_list.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 
 #include "saga.h"
@@ -44,6 +46,8 @@ static bool rescan_at_xact_end = false;
 static List *paused_in_xact = NIL;	/* database oids, in TopMemoryContext */
 static List *dropped_in_xact = NIL; /* likewise */
 static uint64 finished_cvs_in_xact = 0;	/* bit i: broadcast await_cv[i] */
+
+static void restore_at_xact_end(bool commit);
 
 static int
 await_cv_index(int64 saga_id)
@@ -200,13 +204,20 @@ saga_xact_callback(XactEvent event, void *arg)
 					saga_mark_database(MyDatabaseId, SAGA_DB_UNKNOWN);
 			}
 			reset_xact_state(true);
+			restore_at_xact_end(true);
 			break;
 
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
+			saga_flush_counts(false);
+			reset_xact_state(false);
+			restore_at_xact_end(false);
+			break;
+
 		case XACT_EVENT_PREPARE:
 			saga_flush_counts(false);
 			reset_xact_state(false);
+			restore_at_xact_end(true);
 			break;
 
 		default:
@@ -222,51 +233,95 @@ saga_register_xact_callbacks(void)
 
 PG_FUNCTION_INFO_V1(saga_wake_launcher);
 
-/* A restoring session ended: its database's workers may start. */
-static void
-end_of_restore(int code, Datum arg)
-{
-	saga_resume_database(DatumGetObjectId(arg));
-}
-
 /*
- * saga_wake_launcher(): called by the extension's install script, so that
- * the launcher starts this database's workers once CREATE EXTENSION has
- * committed (not before: a worker would not see the extension yet).
+ * Restores.  pg_dump's output turns check_function_bodies off before it
+ * creates extensions (an ordinary CREATE EXTENSION does not; the utility
+ * hook looks, since PostgreSQL turns it off itself while it runs the
+ * install script), then loads the extension's tables with COPY, each in
+ * its own transaction unless it is restored with --single-transaction, and
+ * the users' tables, indexes and triggers after them.  Workers started at
+ * CREATE EXTENSION's commit would run the restored sagas against
+ * half-loaded tables (no paused consumers yet, no products, sequences not
+ * yet set).
  *
- * Unless this is a restore.  pg_dump's output turns check_function_bodies
- * off before it creates extensions (an ordinary CREATE EXTENSION does not;
- * the utility hook looks, since PostgreSQL turns it off itself while it runs
- * the install script), then loads the extension's tables with COPY, each in
- * its own transaction unless it is restored with --single-transaction.
- * Workers started at CREATE EXTENSION's commit would run the restored sagas
- * against half-loaded tables (no paused consumers yet, no products,
- * sequences not yet set).  So the database stays paused until the
- * restoring session ends.
+ * So a session that creates the extension with check_function_bodies off
+ * holds the database's workers back (saga_hold_for_restore()) for as long
+ * as it goes on restoring, which is judged thus.  The hold ends
+ *	- when the session ends;
+ *	- when a transaction of the session ends with check_function_bodies on
+ *	  (it is not restoring any more);
+ *	- when the transaction that created the extension rolls back (there is
+ *	  nothing to protect);
+ *	- when the launcher finds the session idle for SAGA_RESTORE_IDLE_MS:
+ *	  running no statement (idle, or idle in a transaction) and having ended
+ *	  no transaction all that time (launcher.c).  A restore sends its
+ *	  statements one after the other, so it is never idle that long; a
+ *	  pooled connection that created the extension and went back to the
+ *	  pool is, and its database is served soon after.
+ * A session that keeps running statements with check_function_bodies off
+ * without pause is taken for a restore for as long as it does so.
  */
-static bool creating_in_restore = false;
+static bool creating_in_restore = false;	/* in CREATE EXTENSION, restore mode */
+static Oid	restore_hold_db = InvalidOid;	/* the database this session holds */
+static bool restore_hold_in_xact = false;	/* ... taken by this transaction */
 
+/* The utility hook: a CREATE EXTENSION starts or ends (restoring or not). */
 void
 saga_note_create_extension(bool restoring)
 {
 	creating_in_restore = restoring;
 }
 
+/* The session ends: so does its hold. */
+static void
+end_of_restore(int code, Datum arg)
+{
+	if (OidIsValid(restore_hold_db))
+		saga_release_restore(restore_hold_db, MyProcPid);
+	restore_hold_db = InvalidOid;
+}
+
+/* A transaction ends: does this session still hold its database? */
+static void
+restore_at_xact_end(bool commit)
+{
+	bool		created = restore_hold_in_xact;
+
+	creating_in_restore = false;
+	restore_hold_in_xact = false;
+	if (!OidIsValid(restore_hold_db))
+		return;
+	if (check_function_bodies || (!commit && created))
+	{
+		saga_release_restore(restore_hold_db, MyProcPid);
+		restore_hold_db = InvalidOid;
+	}
+	else if (!saga_restore_xact_ended(restore_hold_db))
+		restore_hold_db = InvalidOid;	/* the launcher ended it */
+}
+
+/*
+ * saga_wake_launcher(): called by the extension's install script, so that
+ * the launcher starts this database's workers once CREATE EXTENSION has
+ * committed (not before: a worker would not see the extension yet); in a
+ * restore, once the restore has ended (see above).
+ */
 Datum
 saga_wake_launcher(PG_FUNCTION_ARGS)
 {
-	static bool restore_hook_set = false;
+	static bool exit_hook_set = false;
 
+	saga_note_extension_created();
 	if (creating_in_restore && SagaShmem != NULL)
 	{
-		saga_pause_database(MyDatabaseId);
-		if (!restore_hook_set)
+		if (!exit_hook_set)
 		{
-			before_shmem_exit(end_of_restore, ObjectIdGetDatum(MyDatabaseId));
-			restore_hook_set = true;
+			before_shmem_exit(end_of_restore, (Datum) 0);
+			exit_hook_set = true;
 		}
-		PG_RETURN_VOID();
+		saga_hold_for_restore(MyDatabaseId);
+		restore_hold_db = MyDatabaseId;
+		restore_hold_in_xact = true;
 	}
-	saga_note_extension_created();
 	PG_RETURN_VOID();
 }

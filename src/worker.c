@@ -275,6 +275,36 @@ worker_set_idle(bool idle)
 }
 
 /*
+ * saga.test_probe_delay: for tests only, wait between the look for the
+ * extension and the report of what was seen, showing "saga: probe delayed"
+ * in pg_stat_activity meanwhile, so that a test can commit CREATE EXTENSION
+ * in that window.
+ */
+static void
+worker_test_probe_delay(void)
+{
+	TimestampTz until;
+
+	if (saga_test_probe_delay <= 0)
+		return;
+	pgstat_report_activity(STATE_RUNNING, "saga: probe delayed (saga.test_probe_delay)");
+	until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), saga_test_probe_delay);
+	for (;;)
+	{
+		long		remaining;
+
+		CHECK_FOR_INTERRUPTS();
+		remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until);
+		if (remaining <= 0)
+			break;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 remaining, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/*
  * The worker's life once it serves its database: batches while there is
  * work, sleeps while there is none.  Returns when asked to stop or when the
  * extension has been dropped.
@@ -402,6 +432,8 @@ saga_worker_main(Datum main_arg)
 {
 	int			slot = DatumGetInt32(main_arg);
 	Oid			dboid;
+	bool		installed;
+	uint64		generation;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -424,18 +456,23 @@ saga_worker_main(Datum main_arg)
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 	pgstat_report_appname("saga worker");
 
-	/* Is the extension here?  Then listen before looking for work. */
+	/*
+	 * Is the extension here?  Then listen before looking for work.  The
+	 * generation is read before the look (before its catalog snapshot): if
+	 * CREATE EXTENSION commits after the snapshot, it has bumped the
+	 * generation by the time we report, and "absent" is not recorded.
+	 */
+	generation = saga_database_generation(dboid);
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
-	if (!OidIsValid(get_extension_oid(SAGA_EXTENSION, true)))
-	{
-		CommitTransactionCommand();
-		saga_mark_database(dboid, SAGA_DB_ABSENT);
-		proc_exit(0);
-	}
-	worker_take_listening();
+	installed = OidIsValid(get_extension_oid(SAGA_EXTENSION, true));
+	if (installed)
+		worker_take_listening();
 	CommitTransactionCommand();
-	saga_mark_database(dboid, SAGA_DB_ACTIVE);
+	worker_test_probe_delay();
+	saga_report_probe(dboid, installed, generation);
+	if (!installed)
+		proc_exit(0);
 
 	/*
 	 * An error here, outside the subtransactions of the handlers and steps
