@@ -15,10 +15,12 @@ OBJS = \
 	src/stats.o \
 	src/retention.o \
 	src/publish.o \
+	src/grants.o \
 	src/instance.o \
 	src/wakeup.o \
 	src/utility.o \
-	src/spi_util.o
+	src/spi_util.o \
+	src/replica.o
 DATA = saga--1.0.sql saga--1.0--1.1.sql saga--1.1--1.2.sql
 PGFILEDESC = "saga - sagas inside PostgreSQL"
 
@@ -26,7 +28,7 @@ PG_CPPFLAGS = -I$(srcdir)/src
 
 # Suites driven by saga_run_pending(), in a cluster without the library
 # preloaded (so no worker competes with the test, and that mode is tested).
-REGRESS = choreography orchestration failures operations bad_input subscriptions security promises await checker
+REGRESS = choreography orchestration failures operations bad_input subscriptions security promises await ownership checker
 REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=$(srcdir)/test/no_preload.conf
 
 # Suites that run through the background workers.

@@ -89,63 +89,14 @@ CREATE OR REPLACE VIEW saga_subscriptions AS
       FROM saga.subscription s
       LEFT JOIN saga.paused_consumer p ON p.consumer = s.consumer;
 
-/*
- * What is stuck.  A dead letter is settled, not stuck, when its
- * subscription published its on_failure event (the saga's other
- * participants took over), when it is forward work of a saga that has
- * ended or been aborted (saga_retry_delivery() refuses it: nothing but
- * compensation runs then), or when its subscription is gone.  Steps are
- * named by their names.
- */
-CREATE OR REPLACE VIEW saga_stuck AS
-    SELECT 'compensation failing'::text AS problem, i.id AS saga_id, NULL::bigint AS delivery_id,
-           i.saga_type || ' step ' || coalesce(ds.name, i.step::text) AS work, i.attempts, i.last_error,
-           'saga_retry(' || i.id || ')' AS remedy
-      FROM saga.instance i
-      LEFT JOIN saga.definition_step ds
-        ON ds.definition = i.saga_type AND ds.version = i.definition_version AND ds.step_no = i.step
-     WHERE i.status = 'pending' AND i.phase = 'stuck'
-    UNION ALL
-    SELECT 'step retrying', i.id, NULL, i.saga_type || ' step ' || coalesce(ds.name, i.step::text),
-           i.attempts, i.last_error,
-           'wait (next attempt at ' || i.next_attempt_at || '), or saga_cancel(' || i.id || ')'
-      FROM saga.instance i
-      LEFT JOIN saga.definition_step ds
-        ON ds.definition = i.saga_type AND ds.version = i.definition_version AND ds.step_no = i.step
-     WHERE i.status = 'pending' AND i.phase IN ('forward', 'compensating') AND i.attempts > 0
-    UNION ALL
-    SELECT CASE WHEN p.consumer IS NOT NULL THEN 'consumer paused' ELSE 'delivery retrying' END,
-           e.saga_id, d.id, s.consumer || ' <- ' || e.event_type, d.attempts, d.last_error,
-           CASE WHEN p.consumer IS NOT NULL THEN 'saga_resume_consumer(' || quote_literal(s.consumer) || ')'
-                ELSE 'wait (next attempt at ' || d.next_attempt_at || ')' END
-      FROM saga.delivery d
-      JOIN saga.event e ON e.id = d.event_id
-      JOIN saga.subscription s ON s.id = d.subscription_id
-      LEFT JOIN saga.paused_consumer p ON p.consumer = s.consumer
-     WHERE d.status = 'pending' AND (d.attempts > 0 OR p.consumer IS NOT NULL)
-    UNION ALL
-    SELECT 'service paused', i.id, NULL, i.saga_type || ' step ' || ds.name || ' (' || ds.service || ')',
-           i.attempts, i.last_error, 'saga_resume_consumer(' || quote_literal(ds.service) || ')'
-      FROM saga.instance i
-      JOIN saga.definition_step ds
-        ON ds.definition = i.saga_type AND ds.version = i.definition_version AND ds.step_no = i.step
-      JOIN saga.paused_consumer p ON p.consumer = ds.service
-     WHERE i.status = 'pending' AND i.phase IN ('forward', 'compensating')
-    UNION ALL
-    SELECT 'past its deadline', i.id, NULL, i.saga_type, i.attempts, i.last_error,
-           CASE WHEN i.aborted_at IS NULL THEN 'wait for a worker'
-                ELSE 'wait for its compensation' END
-      FROM saga.instance i
-     WHERE i.status = 'pending' AND i.deadline < now()
-    UNION ALL
-    SELECT 'dead letter', e.saga_id, d.id, s.consumer || ' <- ' || e.event_type, d.attempts, d.last_error,
-           'saga_retry_delivery(' || d.id || ')'
-      FROM saga.delivery d
-      JOIN saga.event e ON e.id = d.event_id
-      JOIN saga.subscription s ON s.id = d.subscription_id
-      LEFT JOIN saga.instance i ON i.id = e.saga_id
-     WHERE d.status = 'dead' AND s.on_failure IS NULL
-       AND NOT (s.forward AND i.id IS NOT NULL AND (i.status <> 'pending' OR i.aborted_at IS NOT NULL));
+-- A delivery that keeps meeting a lock another session holds notes since
+-- when (see "Hanging handlers, held locks" below): saga_stuck shows it.
+ALTER TABLE saga.delivery ADD COLUMN blocked_since timestamptz;
+COMMENT ON COLUMN saga.delivery.blocked_since IS
+'since when its handler keeps meeting a lock held by another transaction; NULL once it got past it';
+
+-- saga_stuck changes in several ways in 1.2; its one new definition is
+-- further down ("What is stuck"), once everything it shows exists.
 
 /*
  * The trace shows failed attempts: a step's as its request and a 500
@@ -409,13 +360,376 @@ $$;
 -- Replication: replica identities, and subscribers that do not run sagas again
 ------------------------------------------------------------------------------
 
+/*
+ * A publication that publishes deletes (CREATE PUBLICATION ... FOR ALL
+ * TABLES) refuses a DELETE on a table without a replica identity, and a
+ * subscriber can only apply updates and deletes by one.  saga.step_run and
+ * saga.delivery_failure had none, so every purge failed on a publisher.
+ * Their request_seq and seq are taken from saga.trace_seq, one value per
+ * row: they become the primary keys (the default replica identity).  The
+ * index is built by one scan of the table; nothing is rewritten, and the
+ * columns are NOT NULL already, so ADD PRIMARY KEY USING INDEX only marks
+ * it.  Should a table hold the same value twice (trace_seq set back by
+ * hand), it gets REPLICA IDENTITY FULL instead, with a WARNING.  Every
+ * other table of schema saga has a primary key already.
+ */
+DO $$
+DECLARE
+    t record;
+BEGIN
+    FOR t IN SELECT * FROM (VALUES ('step_run', 'request_seq'), ('delivery_failure', 'seq')) v(tab, col)
+    LOOP
+        BEGIN
+            EXECUTE format('CREATE UNIQUE INDEX %I ON saga.%I (%I)', t.tab || '_pkey', t.tab, t.col);
+            EXECUTE format('ALTER TABLE saga.%I ADD PRIMARY KEY USING INDEX %I', t.tab, t.tab || '_pkey');
+        EXCEPTION WHEN unique_violation THEN
+            RAISE WARNING 'saga.%.% holds a value twice: the table is given REPLICA IDENTITY FULL', t.tab, t.col
+                USING HINT = 'Logical replication then applies its updates and deletes by whole rows.';
+            EXECUTE format('ALTER TABLE saga.%I REPLICA IDENTITY FULL', t.tab);
+        END;
+    END LOOP;
+END
+$$;
+
+/*
+ * A database that subscribes to another's saga.instance, saga.event or
+ * saga.delivery is a copy: the publisher runs those sagas, and this
+ * database's workers run nothing (see src/replica.c).  saga_copy_of()
+ * names the subscription; saga_workers shows the workers in state 'copy'.
+ */
+CREATE FUNCTION saga_copy_of()
+RETURNS name
+AS 'MODULE_PATHNAME', 'saga_copy_of'
+LANGUAGE C STABLE PARALLEL SAFE;
+COMMENT ON FUNCTION saga_copy_of() IS
+'the subscription that makes this database a logical copy of another that runs the sagas (its workers run none), or NULL when the sagas run here';
+REVOKE ALL ON FUNCTION saga_copy_of() FROM PUBLIC;
+
+/*
+ * Logical replication does not carry sequences: a copy's stay where its
+ * CREATE EXTENSION left them, behind the ids of the rows it received.
+ * Before a former copy runs sagas of its own, each sequence of schema saga
+ * owned by a column is moved past that column's largest value (a probe of
+ * its primary key), and then, if one was behind, saga.trace_seq past
+ * every value taken from it (scans of the tables, once).  The workers call
+ * it when they find the database is not a copy (at start, and when the
+ * subscription has gone); a DBA may too.  Returns how many were moved.
+ */
+CREATE FUNCTION saga.advance_sequences()
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s record;
+    top bigint;
+    moved integer := 0;
+BEGIN
+    FOR s IN SELECT d.objid::regclass AS seq, d.refobjid::regclass AS tab, a.attname AS col
+               FROM pg_depend d
+               JOIN pg_class c ON c.oid = d.objid
+               JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+              WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
+                AND d.deptype = 'a' AND c.relkind = 'S'
+                AND c.relnamespace = 'saga'::regnamespace
+              ORDER BY 1
+    LOOP
+        EXECUTE format('SELECT max(%I) FROM %s', s.col, s.tab) INTO top;
+        IF top > coalesce(pg_sequence_last_value(s.seq), 0) THEN
+            PERFORM setval(s.seq, top);
+            moved := moved + 1;
+        END IF;
+    END LOOP;
+    IF moved > 0 THEN
+        SELECT max(v) INTO top
+          FROM (SELECT max(greatest(start_seq, finish_seq)) FROM saga.instance
+                UNION ALL SELECT max(seq) FROM saga.event
+                UNION ALL SELECT max(seq) FROM saga.delivery
+                UNION ALL SELECT max(greatest(request_seq, response_seq)) FROM saga.step_run
+                UNION ALL SELECT max(seq) FROM saga.delivery_failure) t(v);
+        IF top > coalesce(pg_sequence_last_value('saga.trace_seq'), 0) THEN
+            PERFORM setval('saga.trace_seq', top);
+            moved := moved + 1;
+        END IF;
+    END IF;
+    RETURN moved;
+END
+$$;
+COMMENT ON FUNCTION saga.advance_sequences() IS
+'move the extension''s sequences past the rows their tables hold (a former logical copy''s are behind); returns how many were moved';
+REVOKE ALL ON FUNCTION saga.advance_sequences() FROM PUBLIC;
+
 ------------------------------------------------------------------------------
 -- Capacity: every database with the extension is served
 ------------------------------------------------------------------------------
 
+/*
+ * The launcher starts workers from a pool shared by the whole server
+ * (max_worker_processes): every database gets its first worker before any
+ * gets a second, and one left without any for want of a slot is named in
+ * a WARNING every minute.  saga_databases shows, from any database with
+ * the extension, what the launcher knows of every database where the
+ * extension is installed or may be, its workers, and in words whether it
+ * is served and if not why; saga_stuck says so in a database that has no
+ * worker.
+ */
+CREATE FUNCTION saga_database_status(OUT dboid oid, OUT state text, OUT workers integer,
+                                     OUT wanted integer, OUT status text,
+                                     OUT since timestamptz)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'saga_database_status'
+LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED;
+REVOKE ALL ON FUNCTION saga_database_status() FROM PUBLIC;
+
+CREATE VIEW saga_databases AS
+    SELECT d.datname AS database, s.state, s.workers, s.wanted, s.status, s.since
+      FROM saga_database_status() s
+      LEFT JOIN pg_database d ON d.oid = s.dboid;
+COMMENT ON VIEW saga_databases IS
+'every database where the extension is installed (or may be: not looked at yet), from shared memory: state (installed, unknown, paused), workers running and wanted, status (served; no worker or short of workers for want of a background worker slot, with the setting to raise; restarting after a failure; no new worker while ALLOW_CONNECTIONS is false; held back by a restore; paused), since when it has been short of workers for want of a slot';
+
+
+------------------------------------------------------------------------------
+-- What is stuck
+------------------------------------------------------------------------------
+
+/*
+ * What is stuck.  A dead letter is settled, not stuck, when its
+ * subscription published its on_failure event (the saga's other
+ * participants took over), when it is forward work of a saga that has
+ * ended or been aborted (saga_retry_delivery() refuses it: nothing but
+ * compensation runs then), or when its subscription is gone.  Steps are
+ * named by their names.  New in 1.2 too: deliveries waiting for a lock
+ * another session holds ("Hanging handlers, held locks" below), and a row
+ * when this database has no worker for want of a slot (Capacity, above).
+ */
+CREATE OR REPLACE VIEW saga_stuck AS
+    SELECT 'compensation failing'::text AS problem, i.id AS saga_id, NULL::bigint AS delivery_id,
+           i.saga_type || ' step ' || coalesce(ds.name, i.step::text) AS work, i.attempts, i.last_error,
+           'saga_retry(' || i.id || ')' AS remedy
+      FROM saga.instance i
+      LEFT JOIN saga.definition_step ds
+        ON ds.definition = i.saga_type AND ds.version = i.definition_version AND ds.step_no = i.step
+     WHERE i.status = 'pending' AND i.phase = 'stuck'
+    UNION ALL
+    SELECT 'step retrying', i.id, NULL, i.saga_type || ' step ' || coalesce(ds.name, i.step::text),
+           i.attempts, i.last_error,
+           'wait (next attempt at ' || i.next_attempt_at || '), or saga_cancel(' || i.id || ')'
+      FROM saga.instance i
+      LEFT JOIN saga.definition_step ds
+        ON ds.definition = i.saga_type AND ds.version = i.definition_version AND ds.step_no = i.step
+     WHERE i.status = 'pending' AND i.phase IN ('forward', 'compensating') AND i.attempts > 0
+    UNION ALL
+    SELECT CASE WHEN p.consumer IS NOT NULL THEN 'consumer paused' ELSE 'delivery retrying' END,
+           e.saga_id, d.id, s.consumer || ' <- ' || e.event_type, d.attempts, d.last_error,
+           CASE WHEN p.consumer IS NOT NULL THEN 'saga_resume_consumer(' || quote_literal(s.consumer) || ')'
+                ELSE 'wait (next attempt at ' || d.next_attempt_at || ')' END
+      FROM saga.delivery d
+      JOIN saga.event e ON e.id = d.event_id
+      JOIN saga.subscription s ON s.id = d.subscription_id
+      LEFT JOIN saga.paused_consumer p ON p.consumer = s.consumer
+     WHERE d.status = 'pending' AND (d.attempts > 0 OR p.consumer IS NOT NULL)
+    UNION ALL
+    SELECT 'service paused', i.id, NULL, i.saga_type || ' step ' || ds.name || ' (' || ds.service || ')',
+           i.attempts, i.last_error, 'saga_resume_consumer(' || quote_literal(ds.service) || ')'
+      FROM saga.instance i
+      JOIN saga.definition_step ds
+        ON ds.definition = i.saga_type AND ds.version = i.definition_version AND ds.step_no = i.step
+      JOIN saga.paused_consumer p ON p.consumer = ds.service
+     WHERE i.status = 'pending' AND i.phase IN ('forward', 'compensating')
+    UNION ALL
+    SELECT 'past its deadline', i.id, NULL, i.saga_type, i.attempts, i.last_error,
+           CASE WHEN i.aborted_at IS NULL THEN 'wait for a worker'
+                ELSE 'wait for its compensation' END
+      FROM saga.instance i
+     WHERE i.status = 'pending' AND i.deadline < now()
+    UNION ALL
+    SELECT 'dead letter', e.saga_id, d.id, s.consumer || ' <- ' || e.event_type, d.attempts, d.last_error,
+           'saga_retry_delivery(' || d.id || ')'
+      FROM saga.delivery d
+      JOIN saga.event e ON e.id = d.event_id
+      JOIN saga.subscription s ON s.id = d.subscription_id
+      LEFT JOIN saga.instance i ON i.id = e.saga_id
+     WHERE d.status = 'dead' AND s.on_failure IS NULL
+       AND NOT (s.forward AND i.id IS NOT NULL AND (i.status <> 'pending' OR i.aborted_at IS NOT NULL))
+    UNION ALL
+    SELECT 'waiting for a lock', e.saga_id, d.id, s.consumer || ' <- ' || e.event_type, d.attempts,
+           d.last_error,
+           'another session has held a row its handler needs since ' || d.blocked_since
+           || ': find it with pg_blocking_pids() of the saga worker while it waits, or in pg_locks'
+      FROM saga.delivery d
+      JOIN saga.event e ON e.id = d.event_id
+      JOIN saga.subscription s ON s.id = d.subscription_id
+     WHERE d.status = 'pending' AND d.blocked_since < now() - interval '1 second'
+    UNION ALL
+    SELECT 'no worker', NULL, NULL, 'everything due in database ' || current_database()::text COLLATE "default",
+           NULL, s.status,
+           'raise max_worker_processes (this needs a restart), or lower saga.workers; see saga_databases'
+      FROM @extschema@.saga_database_status() s
+     WHERE s.dboid = (SELECT oid FROM pg_database WHERE datname = current_database())
+       AND s.workers = 0 AND s.since IS NOT NULL;
+
 ------------------------------------------------------------------------------
 -- Who may see and subscribe to what: event types, traces, statuses
 ------------------------------------------------------------------------------
+
+/*
+ * An event type belongs to a role: the first that publishes it, subscribes
+ * to it or grants on it (saga.event_type).  Another role may subscribe to
+ * it, or publish it, only with a grant of its owner's (saga.event_grant,
+ * saga_grant_events(); the grantee '-', i.e. 0, is PUBLIC): else any role
+ * allowed to subscribe would read every other role's events, and any role
+ * allowed to publish could forge them into another service's handlers.  A
+ * subscription's on_failure event is published for its subscriber: it
+ * needs the right to publish it.  Revoking the right to subscribe removes
+ * the subscriptions it allowed, with their pending deliveries.
+ *
+ * A saga's status and trace (saga_status, saga_await, saga_trace,
+ * saga_trace_mermaid) are shown to the roles that have its owner's
+ * privileges, and to those the owner granted its sagas of that type to
+ * (saga.saga_grant, saga_grant_sagas()); nobody else.  saga_trace and
+ * saga_trace_mermaid become C functions that check the caller (a SECURITY
+ * DEFINER function cannot tell who called it), then read the trace as the
+ * tables' owner through the SQL functions of those names, moved to schema
+ * saga.
+ *
+ * The example's event types are the extension owner's: its services alone
+ * subscribe to them and publish them.  SagaAborted, which the engine
+ * publishes, is open to every role for subscribing (a role's compensations
+ * listen to it), but reaches a subscription only if its role may see the
+ * saga (publish.c).  The example grants its 'order'
+ * sagas to PUBLIC: saga_place_order's customers see their orders.
+ */
+CREATE TABLE saga.event_type (
+    name       text PRIMARY KEY,
+    owner      regrole NOT NULL,
+    builtin    boolean NOT NULL DEFAULT false,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE saga.event_type IS
+'who owns each event type: the first role that published it, subscribed to it or granted on it';
+
+CREATE TABLE saga.event_grant (
+    event_type text NOT NULL REFERENCES saga.event_type ON DELETE CASCADE,
+    grantee    regrole NOT NULL,
+    privilege  text NOT NULL CHECK (privilege IN ('subscribe', 'publish')),
+    builtin    boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (event_type, privilege, grantee)
+);
+CREATE INDEX event_grant_grantee_idx ON saga.event_grant (grantee);
+COMMENT ON TABLE saga.event_grant IS
+'what an event type''s owner allowed other roles (grantee 0, shown as -, is PUBLIC): to subscribe to it or to publish it';
+
+CREATE TABLE saga.saga_grant (
+    saga_type  text NOT NULL,
+    owner      regrole NOT NULL,
+    grantee    regrole NOT NULL,
+    builtin    boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (saga_type, owner, grantee)
+);
+CREATE INDEX saga_grant_grantee_idx ON saga.saga_grant (grantee);
+COMMENT ON TABLE saga.saga_grant IS
+'roles (grantee 0, shown as -, is PUBLIC) that see the status and trace of owner''s sagas of saga_type';
+
+REVOKE ALL ON saga.event_type, saga.event_grant, saga.saga_grant FROM PUBLIC;
+SELECT pg_extension_config_dump('saga.event_type', 'WHERE NOT builtin');
+SELECT pg_extension_config_dump('saga.event_grant', 'WHERE NOT builtin');
+SELECT pg_extension_config_dump('saga.saga_grant', 'WHERE NOT builtin');
+
+-- The example's event types, and the engine's SagaAborted.
+INSERT INTO saga.event_type (name, owner, builtin)
+SELECT t, (SELECT c.relowner::regrole FROM pg_class c WHERE c.oid = 'saga.event'::regclass), true
+  FROM unnest(ARRAY['OrderCreated', 'PaymentProcessed', 'PaymentFailed', 'InventoryReserved',
+                    'InventoryReservationFailed', 'PaymentRefunded', 'SagaAborted']) AS t;
+INSERT INTO saga.event_grant (event_type, grantee, privilege, builtin)
+VALUES ('SagaAborted', 0, 'subscribe', true);
+INSERT INTO saga.saga_grant (saga_type, owner, grantee, builtin)
+SELECT 'order', c.relowner::regrole, 0, true FROM pg_class c WHERE c.oid = 'saga.event'::regclass;
+
+-- Users' event types subscribed to before 1.2: the role of the oldest
+-- subscription owns each, and the other roles that subscribe keep the right.
+INSERT INTO saga.event_type (name, owner)
+SELECT DISTINCT ON (s.event_type) s.event_type, s.owner
+  FROM saga.subscription s
+ WHERE NOT s.builtin
+ ORDER BY s.event_type, s.id
+ON CONFLICT (name) DO NOTHING;
+INSERT INTO saga.event_grant (event_type, grantee, privilege)
+SELECT DISTINCT s.event_type, s.owner, 'subscribe'
+  FROM saga.subscription s JOIN saga.event_type t ON t.name = s.event_type
+ WHERE NOT s.builtin AND s.owner <> t.owner
+ON CONFLICT DO NOTHING;
+
+CREATE FUNCTION saga_grant_events(event_type text, grantee text, privilege text DEFAULT 'subscribe')
+RETURNS void
+AS 'MODULE_PATHNAME', 'saga_grant_events'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION saga_grant_events(text, text, text) IS
+'allow grantee (a role, or PUBLIC) to subscribe to (privilege ''subscribe'') or publish (''publish'') an event type of the calling role''s; an unowned type becomes the caller''s';
+
+CREATE FUNCTION saga_revoke_events(event_type text, grantee text, privilege text DEFAULT 'subscribe')
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'saga_revoke_events'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION saga_revoke_events(text, text, text) IS
+'take back a grant of saga_grant_events(); subscriptions left without the right go, with their pending deliveries; false if there was no such grant';
+
+CREATE FUNCTION saga_grant_sagas(saga_type text, grantee text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'saga_grant_sagas'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION saga_grant_sagas(text, text) IS
+'let grantee (a role, or PUBLIC) see the status and trace of the calling role''s sagas of saga_type';
+
+CREATE FUNCTION saga_revoke_sagas(saga_type text, grantee text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'saga_revoke_sagas'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION saga_revoke_sagas(text, text) IS
+'take back a grant of saga_grant_sagas(); false if there was none';
+
+REVOKE ALL ON FUNCTION saga_grant_events(text, text, text), saga_revoke_events(text, text, text),
+                       saga_grant_sagas(text, text), saga_revoke_sagas(text, text) FROM PUBLIC;
+
+CREATE VIEW saga_event_types AS
+    SELECT t.name, t.owner,
+           ARRAY(SELECT CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE g.grantee::text END
+                   FROM saga.event_grant g
+                  WHERE g.event_type = t.name AND g.privilege = 'subscribe'
+                  ORDER BY g.grantee::text) AS subscribers,
+           ARRAY(SELECT CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE g.grantee::text END
+                   FROM saga.event_grant g
+                  WHERE g.event_type = t.name AND g.privilege = 'publish'
+                  ORDER BY g.grantee::text) AS publishers,
+           t.builtin, t.created_at
+      FROM saga.event_type t;
+COMMENT ON VIEW saga_event_types IS
+'every event type: its owner, and the roles it allows to subscribe and to publish besides itself';
+GRANT SELECT ON saga_event_types TO PUBLIC;
+
+-- The trace functions check their caller, then read as the tables' owner.
+-- (moved to schema saga, keeping their names: their bodies name their
+-- arguments by them)
+ALTER FUNCTION saga_trace(bigint) SET SCHEMA saga;
+ALTER FUNCTION saga.saga_trace(bigint) SECURITY INVOKER;
+REVOKE ALL ON FUNCTION saga.saga_trace(bigint) FROM PUBLIC;
+ALTER FUNCTION saga_trace_mermaid(bigint) SET SCHEMA saga;
+ALTER FUNCTION saga.saga_trace_mermaid(bigint) SECURITY INVOKER;
+REVOKE ALL ON FUNCTION saga.saga_trace_mermaid(bigint) FROM PUBLIC;
+
+CREATE FUNCTION saga_trace(saga_id bigint)
+RETURNS TABLE (seq integer, sender text, receiver text, message text, at timestamptz)
+AS 'MODULE_PATHNAME', 'saga_trace'
+LANGUAGE C STABLE STRICT PARALLEL UNSAFE;
+COMMENT ON FUNCTION saga_trace(bigint) IS
+'the messages of one saga in the order they happened, as arrows of a sequence diagram (its owner, and the roles it granted the saga type to)';
+
+CREATE FUNCTION saga_trace_mermaid(saga_id bigint)
+RETURNS text
+AS 'MODULE_PATHNAME', 'saga_trace_mermaid'
+LANGUAGE C STABLE STRICT PARALLEL UNSAFE;
+COMMENT ON FUNCTION saga_trace_mermaid(bigint) IS
+'the saga''s trace as a Mermaid sequenceDiagram, ending with a note of its outcome (its owner, and the roles it granted the saga type to)';
 
 ------------------------------------------------------------------------------
 -- Hanging handlers, held locks, settings: work that waits does not hold up other work

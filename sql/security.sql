@@ -49,7 +49,9 @@ GRANT EXECUTE ON FUNCTION
     saga_unsubscribe(text, text),
     saga_begin(text, interval), saga_complete(bigint), saga_fail(bigint, text),
     saga_define(text, saga.step[]), saga_start(text, jsonb, interval), saga_retry(bigint),
-    saga_cancel(bigint, text)
+    saga_cancel(bigint, text),
+    saga_grant_events(text, text, text), saga_revoke_events(text, text, text),
+    saga_grant_sagas(text, text), saga_revoke_sagas(text, text)
 TO saga_attacker;
 -- a schema of its own (as if it had CREATE on the database)
 CREATE SCHEMA evil AUTHORIZATION saga_attacker;
@@ -612,6 +614,14 @@ SELECT count(*) FILTER (WHERE who <> 'saga_attacker' OR super) AS shadow_calls_b
 --
 SET ROLE saga_attacker;
 SELECT saga_subscribe('evil', 'EvilProbe', 'evil.on_probe(saga.event)') > 0 AS subscribed;
+-- the example's events are its owner's: no subscribing to them (1.2) ...
+SELECT sec_try('SELECT saga_subscribe(''evil_spy'', ''OrderCreated'', ''evil.spy_fails(saga.event)'')')
+       AS spy_on_orders;
+-- ... unless the owner allows it; from here on the attacker may (so that
+-- what follows tests the defences behind that one)
+RESET ROLE;
+SELECT saga_grant_events('OrderCreated', 'saga_attacker');
+SET ROLE saga_attacker;
 -- a subscriber to others' events that always fails hurts nobody but itself
 SELECT saga_subscribe('evil_spy', 'OrderCreated', 'evil.spy_fails(saga.event)') > 0 AS subscribed;
 SET ROLE saga_customer;
@@ -708,7 +718,16 @@ SELECT saga_balance('alice') = :alice_before AS alice_not_charged,
 SELECT count(*) AS payments_for_unplaced_order FROM saga.payment WHERE order_id = 424242;
 
 -- 5.3 a subscriber to another's events, through its dead letters'
--- on_failure event: alice's order must complete
+-- on_failure event: alice's order must complete.  Publishing the
+-- example's events is its owner's (1.2), and so is an on_failure event ...
+SET ROLE saga_attacker;
+SELECT sec_try(format('SELECT saga_subscribe(%L, %L, %L, on_failure => %L)', 'evil_spy',
+                      'OrderCreated', 'evil.spy_fails(saga.event)', 'PaymentFailed')) AS on_failure_forges;
+SELECT sec_try(format('SELECT saga_publish(%L, %L)', 'OrderCreated', '{}')) AS publish_order;
+-- ... unless the owner allows it: from here on the attacker may publish
+-- PaymentFailed, and the saga ids must still hold
+RESET ROLE;
+SELECT saga_grant_events('PaymentFailed', 'saga_attacker', 'publish');
 SET ROLE saga_attacker;
 SELECT saga_subscribe('evil_spy', 'OrderCreated', 'evil.spy_fails(saga.event)',
                       on_failure => 'PaymentFailed') > 0 AS subscribed;

@@ -126,6 +126,9 @@ SELECT saga_publish('Note', '{"v": "hello"}') AS note1 \gset
 SELECT saga_publish('Note', '{"v": "sneaky", "secret": "x"}') AS note2 \gset
 -- an ordinary role cannot read or write the engine's tables directly
 \set VERBOSITY terse
+-- ... nor subscribe to another role's event type, or publish it (1.2)
+SELECT saga_subscribe('app_spy', 'OrderShipped', 'app.on_note(saga.event)');
+SELECT saga_publish('OrderShipped', '{"order_id": 9}');
 SELECT count(*) FROM saga.delivery;
 INSERT INTO saga.event (event_type, payload, publisher) VALUES ('Forged', '{}', 'me');
 -- nor run other roles' handlers by hand

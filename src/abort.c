@@ -390,6 +390,29 @@ saga_abort_expired(int limit)
 }
 
 /*
+ * Abort sagas now, each with its reason, as a deadline sweep would: a saga
+ * that another transaction is aborting is left to it.  For the sagas whose
+ * work can never run (its role no longer exists: dispatch.c).  The caller
+ * is in a transaction.
+ */
+void
+saga_abort_now(int64 *ids, const char **reasons, int n)
+{
+	Oid			save_userid;
+	int			save_sec_context;
+	int			i;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	saga_begin_as_owner(&save_userid, &save_sec_context);
+	for (i = 0; i < n; i++)
+		if (lock_for_abort(ids[i], false))
+			(void) abort_saga(ids[i], reasons[i], false, InvalidOid);
+	saga_end_as_owner(save_userid, save_sec_context);
+	SPI_finish();
+}
+
+/*
  * saga_cancel(saga_id bigint, reason text) returns boolean
  */
 Datum

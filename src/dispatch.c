@@ -85,21 +85,25 @@ typedef struct ClaimedDelivery
 /* Events up to this size (stored) come with the claim; larger ones later. */
 #define SAGA_INLINE_BYTES	(64 * 1024)
 
-static SagaPlan claim_plan = {
-	"SELECT d.id, d.attempts, s.handler::oid, s.owner::oid, s.consumer,"
-	"       e.id, e.saga_id,"
-	"       CASE WHEN pg_column_size(e.payload) <= $2 THEN e END,"
-	"       s.on_failure,"
-	"       CASE WHEN pg_column_size(e.payload) <= $2 THEN e.payload END,"
-	"       s.forward,"
-	"       coalesce(i.status = 'pending' AND i.aborted_at IS NOT NULL, false),"
-	"       coalesce(s.forward AND (i.aborted_at IS NOT NULL OR"
-	"                               (i.status <> 'pending' AND e.seq > i.finish_seq)), false),"
-	"       pg_column_size(e.payload)"
-	"  FROM saga.delivery d"
-	"  JOIN saga.subscription s ON s.id = d.subscription_id"
-	"  JOIN saga.event e ON e.id = d.event_id"
+/* What a claim reads of each delivery, and from where. */
+#define CLAIM_SELECT \
+	"SELECT d.id, d.attempts, s.handler::oid, s.owner::oid, s.consumer," \
+	"       e.id, e.saga_id," \
+	"       CASE WHEN pg_column_size(e.payload) <= $2 THEN e END," \
+	"       s.on_failure," \
+	"       CASE WHEN pg_column_size(e.payload) <= $2 THEN e.payload END," \
+	"       s.forward," \
+	"       coalesce(i.status = 'pending' AND i.aborted_at IS NOT NULL, false)," \
+	"       coalesce(s.forward AND (i.aborted_at IS NOT NULL OR" \
+	"                               (i.status <> 'pending' AND e.seq > i.finish_seq)), false)," \
+	"       pg_column_size(e.payload)" \
+	"  FROM saga.delivery d" \
+	"  JOIN saga.subscription s ON s.id = d.subscription_id" \
+	"  JOIN saga.event e ON e.id = d.event_id" \
 	"  LEFT JOIN saga.instance i ON i.id = e.saga_id"
+
+static SagaPlan claim_plan = {
+	CLAIM_SELECT
 	" WHERE d.status = 'pending' AND d.next_attempt_at <= now()"
 	"   AND NOT EXISTS (SELECT FROM saga.paused_consumer p"
 	"                    WHERE p.consumer = s.consumer)"
@@ -107,6 +111,38 @@ static SagaPlan claim_plan = {
 	" LIMIT $1"
 	"   FOR UPDATE OF d SKIP LOCKED",
 	2, {INT4OID, INT4OID}, NULL, true
+};
+
+/* One delivery whose attempt has been counted already (careful mode). */
+static SagaPlan claim_counted_plan = {
+	CLAIM_SELECT
+	" WHERE d.id = $3 AND d.status = 'pending' AND $1 > 0"
+	"   FOR UPDATE OF d",
+	3, {INT4OID, INT4OID, INT8OID}
+};
+
+/*
+ * Careful mode: the next due delivery, locked, to count an attempt at it
+ * (and lease it) in a transaction of its own before it runs.
+ */
+static SagaPlan next_due_plan = {
+	"SELECT d.id, d.attempts FROM saga.delivery d"
+	"  JOIN saga.subscription s ON s.id = d.subscription_id"
+	" WHERE d.status = 'pending' AND d.next_attempt_at <= now()"
+	"   AND NOT EXISTS (SELECT FROM saga.paused_consumer p"
+	"                    WHERE p.consumer = s.consumer)"
+	" ORDER BY d.id"
+	" LIMIT 1"
+	"   FOR UPDATE OF d SKIP LOCKED",
+	0, {InvalidOid}, NULL, true
+};
+
+static SagaPlan count_attempt_plan = {
+	"UPDATE saga.delivery"
+	"   SET attempts = attempts + 1,"
+	"       next_attempt_at = clock_timestamp() + $2 * interval '1 millisecond'"
+	" WHERE id = $1",
+	2, {INT8OID, FLOAT8OID}
 };
 
 /* A large event, read when its delivery's turn comes. */
@@ -128,33 +164,43 @@ static SagaPlan cancel_plan = {
 
 static SagaPlan done_plan = {
 	"UPDATE saga.delivery d"
-	"   SET status = 'done', attempts = d.attempts + 1, last_error = NULL,"
+	"   SET status = 'done', attempts = d.attempts + $4, last_error = NULL,"
 	"       delivered_at = u.at, seq = u.seq"
 	"  FROM unnest($1::bigint[], $2::bigint[], $3::timestamptz[]) AS u(id, seq, at)"
 	" WHERE d.id = u.id",
-	3, {INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID}, NULL, true
+	4, {INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, INT4OID}, NULL, true
 };
 
 /*
  * A handler failed: count the attempt (unless the failure was transient),
  * dead-letter the delivery after saga.max_attempts, and keep the failure
- * for the saga's trace.
+ * for the saga's trace.  A delivery that met a lock conflict is due again
+ * later each time it meets one (half the time it has been blocked, between
+ * the retry delay and a second), so that a row held for long by another
+ * session does not put the same delivery at the head of every batch, and
+ * it notes since when it is blocked, for saga_stuck.
  */
 static SagaPlan failed_plan = {
 	"WITH u AS ("
 	"  UPDATE saga.delivery"
 	"     SET attempts = attempts + $2, last_error = $3,"
 	"         status = CASE WHEN attempts + $2 >= $4 THEN 'dead' ELSE 'pending' END,"
-	"         next_attempt_at = clock_timestamp() + $5 * interval '1 millisecond'"
+	"         blocked_since = CASE WHEN $6 THEN NULL"
+	"                              ELSE coalesce(blocked_since, clock_timestamp()) END,"
+	"         next_attempt_at = clock_timestamp() +"
+	"             CASE WHEN $6 THEN $5 * interval '1 millisecond'"
+	"                  ELSE least(greatest($5 * interval '1 millisecond',"
+	"                                      (clock_timestamp() - coalesce(blocked_since, clock_timestamp())) / 2),"
+	"                             interval '1 second') END"
 	"   WHERE id = $1"
 	"   RETURNING status, attempts, event_id),"
 	" f AS ("
 	"  INSERT INTO saga.delivery_failure (delivery_id, saga_id, attempt, error, dead)"
 	"  SELECT $1, e.saga_id, u.attempts, $3, u.status = 'dead'"
 	"    FROM u JOIN saga.event e ON e.id = u.event_id"
-	"   WHERE $2 > 0)"
+	"   WHERE $6)"
 	"SELECT status FROM u",
-	5, {INT8OID, INT4OID, TEXTOID, INT4OID, FLOAT8OID}
+	6, {INT8OID, INT4OID, TEXTOID, INT4OID, FLOAT8OID, BOOLOID}
 };
 
 /* The same before 1.2, which keeps no failures for the trace. */
@@ -192,10 +238,10 @@ lookup_handler(HandlerInfo *cache, volatile int *ncache, int maxcache, Oid handl
 }
 
 static void
-record_failure(ClaimedDelivery *cd, ErrorData *edata)
+record_failure(ClaimedDelivery *cd, ErrorData *edata, bool counted)
 {
-	Datum		values[5];
-	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	Datum		values[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
 	bool		transient;
 	char	   *status;
 	bool		isnull;
@@ -205,10 +251,17 @@ record_failure(ClaimedDelivery *cd, ErrorData *edata)
 	msg = saga_error_text(edata);
 
 	values[0] = Int64GetDatum(cd->delivery_id);
-	values[1] = Int32GetDatum(transient ? 0 : 1);
+	/*
+	 * An attempt counted before it ran (careful mode) is not counted again;
+	 * one that met a lock conflict or a deadlock is not counted at all.
+	 */
+	values[1] = Int32GetDatum(transient ? (counted ? -1 : 0) : (counted ? 0 : 1));
 	values[2] = CStringGetTextDatum(msg);
-	values[3] = Int32GetDatum(saga_max_attempts);
+	/* a role that no longer exists will never run it: dead at once */
+	values[3] = Int32GetDatum(edata->sqlerrcode == ERRCODE_SAGA_ROLE_GONE ?
+							  0 : saga_max_attempts);
 	values[4] = Float8GetDatum(saga_retry_delay_ms(cd->attempts + 1, edata->sqlerrcode));
+	values[5] = BoolGetDatum(!transient);	/* kept for the trace */
 	saga_execute(saga_schema_is_1_2() ? &failed_plan : &failed_plan_1_1,
 				 values, nulls, false, 0);
 
@@ -241,7 +294,7 @@ record_failure(ClaimedDelivery *cd, ErrorData *edata)
 		ereport(WARNING,
 				(errmsg("saga: delivery %lld of event %lld to consumer \"%s\" dead-lettered after %d attempts",
 						(long long) cd->delivery_id, (long long) cd->event_id,
-						cd->consumer, cd->attempts + 1),
+						cd->consumer, cd->attempts + (counted ? 0 : 1)),
 				 errdetail("Last error: %s", msg)));
 	else
 		ereport(DEBUG1,
@@ -276,18 +329,19 @@ load_event(ClaimedDelivery *cd, MemoryContext cxt)
 }
 
 /*
- * Claim up to limit deliveries and run their handlers.  The caller is in
- * a transaction with an active snapshot.
+ * Claim up to limit deliveries and run their handlers; or, with counted_id,
+ * that delivery only, whose attempt careful mode has counted already.  The
+ * caller is in a transaction with an active snapshot.
  */
-SagaBatchResult
-saga_dispatch_batch(int limit)
+static SagaBatchResult
+dispatch(int limit, int64 counted_id)
 {
 	SagaBatchResult result = {0, 0, 0, 0};
 	MemoryContext batch_cxt;
 	MemoryContext item_cxt;
 	MemoryContext oldcxt;
 	ClaimedDelivery *claimed;
-	int64		bytes = 0;
+	volatile int64 bytes = 0;
 	HandlerInfo *handlers;
 	volatile int nhandlers = 0;
 	Datum	   *done_ids;
@@ -295,10 +349,13 @@ saga_dispatch_batch(int limit)
 	int			ncancel = 0;
 	int64	   *settle_ids;
 	int			nsettle = 0;
+	int64	   *abort_ids;
+	const char **abort_reasons;
+	volatile int nabort = 0;
 	Datum	   *done_seqs;
 	Datum	   *done_ats;
 	Oid			seq_oid;
-	Datum		args[2];
+	Datum		args[3];
 	int			i;
 
 	if (saga_current_delivery != NULL || saga_in_user_function())
@@ -319,8 +376,11 @@ saga_dispatch_batch(int limit)
 
 	args[0] = Int32GetDatum(limit);
 	args[1] = Int32GetDatum(SAGA_INLINE_BYTES);
-	saga_execute(&claim_plan, args, NULL, false, 0);
+	args[2] = Int64GetDatum(counted_id);
+	saga_execute(counted_id != 0 ? &claim_counted_plan : &claim_plan, args, NULL, false, 0);
 	result.claimed = (int) SPI_processed;
+	if (result.claimed > 0)
+		saga_worker_found_work();	/* a worker is busy from now on */
 
 	claimed = palloc0(sizeof(ClaimedDelivery) * Max(result.claimed, 1));
 	handlers = palloc0(sizeof(HandlerInfo) * Max(result.claimed, 1));
@@ -329,6 +389,8 @@ saga_dispatch_batch(int limit)
 	done_ats = palloc(sizeof(Datum) * Max(result.claimed, 1));
 	cancel_ids = palloc(sizeof(Datum) * Max(result.claimed, 1));
 	settle_ids = palloc(sizeof(int64) * Max(result.claimed, 1));
+	abort_ids = palloc(sizeof(int64) * Max(result.claimed, 1));
+	abort_reasons = palloc(sizeof(char *) * Max(result.claimed, 1));
 
 	for (i = 0; i < result.claimed; i++)
 	{
@@ -433,10 +495,16 @@ saga_dispatch_batch(int limit)
 			MemoryContextSwitchTo(item_cxt);
 			CurrentResourceOwner = oldowner;
 
-			record_failure(cd, edata);
+			record_failure(cd, edata, counted_id != 0);
 			if (saga_error_is_transient(edata->sqlerrcode))
 				result.transient++;
 			MemoryContextSwitchTo(batch_cxt);
+			/* its role is gone: the saga cannot go on, it is aborted */
+			if (edata->sqlerrcode == ERRCODE_SAGA_ROLE_GONE && cd->has_saga_id && cd->forward)
+			{
+				abort_ids[nabort] = cd->saga_id;
+				abort_reasons[nabort++] = pstrdup(edata->message);
+			}
 			result.failed++;
 		}
 		PG_END_TRY();
@@ -445,9 +513,12 @@ saga_dispatch_batch(int limit)
 		 * Another transaction holds rows this batch needs.  Going on would
 		 * keep the locks of everything done so far while waiting more: end
 		 * the batch here, so that both make progress.  The deliveries not
-		 * handled are released at commit, and taken again.
+		 * handled are released at commit, and taken again.  Until the batch
+		 * has done something it holds no such locks, and goes on: deliveries
+		 * that wait for a row held elsewhere do not keep it from the ones
+		 * that do not.
 		 */
-		if (result.transient > 0 || saga_batch_out_of_time())
+		if ((result.transient > 0 && result.done > 0) || saga_batch_out_of_time())
 			break;
 	}
 
@@ -455,7 +526,7 @@ saga_dispatch_batch(int limit)
 	MemoryContextReset(item_cxt);
 	if (result.done > 0)
 	{
-		Datum		values[3];
+		Datum		values[4];
 
 		values[0] = PointerGetDatum(construct_array(done_ids, result.done, INT8OID,
 													sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
@@ -463,6 +534,7 @@ saga_dispatch_batch(int limit)
 													sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 		values[2] = PointerGetDatum(construct_array(done_ats, result.done, TIMESTAMPTZOID,
 													sizeof(TimestampTz), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		values[3] = Int32GetDatum(counted_id != 0 ? 0 : 1);
 		saga_execute(&done_plan, values, NULL, false, 0);
 		saga_count(SAGA_COUNT_DELIVERIES, result.done);
 	}
@@ -474,6 +546,8 @@ saga_dispatch_batch(int limit)
 											  sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 		saga_execute(&cancel_plan, &arg, NULL, false, 0);
 	}
+	if (nabort > 0)
+		saga_abort_now(abort_ids, abort_reasons, nabort);
 	if (nsettle > 0)
 		saga_settle_aborted(settle_ids, nsettle);
 
@@ -481,6 +555,111 @@ saga_dispatch_batch(int limit)
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextDelete(batch_cxt);
 	return result;
+}
+
+/*
+ * Claim up to limit deliveries and run their handlers.  The caller is in
+ * a transaction with an active snapshot.
+ */
+SagaBatchResult
+saga_dispatch_batch(int limit)
+{
+	return dispatch(limit, 0);
+}
+
+/*
+ * How long a delivery counted in careful mode is not due again: long
+ * enough for the next transaction to lock it, which it then holds while it
+ * runs; if the worker dies, it is due again this soon after.
+ */
+#define SAGA_LEASE_MS	1000.0
+
+/*
+ * Careful mode, first half: in a transaction of its own, take the next due
+ * delivery, count an attempt at it and lease it (SAGA_LEASE_MS), so that
+ * the attempt counts even if the worker dies in it; the second half, in the next transaction,
+ * is saga_dispatch_counted().  A delivery whose attempts ran out this way
+ * (its handler ended the worker saga.max_attempts times) is dead-lettered
+ * instead, without running it again.  Returns the delivery's id, 0 if none
+ * is due, -1 if it dead-lettered one.
+ */
+int64
+saga_count_next_attempt(void)
+{
+	int64		id;
+	int32		attempts;
+	bool		isnull;
+	double		lease_ms;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	saga_execute(&next_due_plan, NULL, NULL, false, 0);
+	if (SPI_processed == 0)
+	{
+		SPI_finish();
+		return 0;
+	}
+	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	attempts = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	if (attempts >= saga_max_attempts)
+	{
+		/* record it as a failure of the handler, and let the others take over */
+		Datum		args[3];
+		ClaimedDelivery cd;
+		ErrorData	edata;
+		HeapTuple	tup;
+		TupleDesc	desc;
+		Datum		d;
+
+		args[0] = Int32GetDatum(1);
+		args[1] = Int32GetDatum(SAGA_INLINE_BYTES);
+		args[2] = Int64GetDatum(id);
+		saga_execute(&claim_counted_plan, args, NULL, false, 0);
+		tup = SPI_tuptable->vals[0];
+		desc = SPI_tuptable->tupdesc;
+		memset(&cd, 0, sizeof(cd));
+		cd.delivery_id = id;
+		cd.attempts = attempts;
+		cd.owner = DatumGetObjectId(SPI_getbinval(tup, desc, 4, &isnull));
+		cd.consumer = TextDatumGetCString(SPI_getbinval(tup, desc, 5, &isnull));
+		cd.event_id = DatumGetInt64(SPI_getbinval(tup, desc, 6, &isnull));
+		cd.saga_id = DatumGetInt64(SPI_getbinval(tup, desc, 7, &isnull));
+		cd.has_saga_id = !isnull;
+		d = SPI_getbinval(tup, desc, 9, &isnull);
+		cd.on_failure = isnull ? NULL : TextDatumGetCString(d);
+		if (cd.on_failure != NULL)
+		{
+			SPI_freetuptable(SPI_tuptable);
+			load_event(&cd, CurrentMemoryContext);
+		}
+		memset(&edata, 0, sizeof(edata));
+		edata.sqlerrcode = ERRCODE_ADMIN_SHUTDOWN;
+		edata.message = psprintf("its handler did not finish %d times: the worker running it exited",
+								 attempts);
+		record_failure(&cd, &edata, true);
+		SPI_finish();
+		return -1;
+	}
+	lease_ms = SAGA_LEASE_MS;
+	{
+		Datum		args[2];
+
+		args[0] = Int64GetDatum(id);
+		args[1] = Float8GetDatum(lease_ms);
+		saga_execute(&count_attempt_plan, args, NULL, false, 0);
+	}
+	SPI_finish();
+	return id;
+}
+
+/*
+ * Careful mode, second half: run the delivery whose attempt
+ * saga_count_next_attempt() counted, in this transaction.
+ */
+SagaBatchResult
+saga_dispatch_counted(int64 delivery_id)
+{
+	return dispatch(1, delivery_id);
 }
 
 PG_FUNCTION_INFO_V1(saga_run_pending);
@@ -505,6 +684,7 @@ saga_run_pending(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("saga_run_pending() cannot be called from inside a handler or step"),
 				 errhint("Handlers and steps run inside a batch already; the events they publish are delivered after them.")));
+	saga_refuse_in_copy("saga_run_pending()");
 
 	for (;;)
 	{

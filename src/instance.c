@@ -13,7 +13,11 @@
  * at the instance again each time one of the sagas hashing to that
  * variable finishes, so it returns within milliseconds of the commit
  * that finished the saga without polling the table.  Without the library
- * preloaded there is no shared memory: it then looks every 10 ms.
+ * preloaded there is no shared memory: it then looks every 10 ms.  On a
+ * hot standby no transaction commits (the standby replays the primary's
+ * commits, and replay broadcasts nothing), so there it also looks every
+ * SAGA_STANDBY_AWAIT_MS, or every saga.poll_interval if that is shorter:
+ * it returns within that long of the replay of the saga's end.
  *
  *-------------------------------------------------------------------------
  */
@@ -21,6 +25,7 @@
 
 #include "access/transam.h"
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -270,6 +275,7 @@ saga_status(PG_FUNCTION_ARGS)
 	char	   *status;
 	text	   *result;
 
+	saga_check_visible(PG_GETARG_INT64(0));	/* its owner's, and grantees' */
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	status = lookup_status(PG_GETARG_INT64(0), NULL);
@@ -301,6 +307,9 @@ interval_to_timeout_ms(Interval *iv)
 	return (long) Min(ms, (double) PG_INT32_MAX);
 }
 
+/* How often saga_await() looks at the saga on a hot standby. */
+#define SAGA_STANDBY_AWAIT_MS	50
+
 /*
  * saga_await(saga_id bigint, timeout interval) returns text
  *
@@ -308,6 +317,10 @@ interval_to_timeout_ms(Interval *iv)
  * the timeout has passed.  Each look at the instance allocates its status
  * anew; the one that ends the loop, finished or still pending, is the one
  * returned (copied out of SPI's memory), the others are freed.
+ *
+ * RecoveryInProgress() is asked before each sleep: a standby promoted
+ * while we wait commits transactions of its own from then on, which
+ * broadcast the condition variable as on any primary.
  */
 Datum
 saga_await(PG_FUNCTION_ARGS)
@@ -327,6 +340,7 @@ saga_await(PG_FUNCTION_ARGS)
 						IsolationIsSerializable() ? "SERIALIZABLE" : "REPEATABLE READ"),
 				 errhint("Call it in a READ COMMITTED transaction.")));
 
+	saga_check_visible(saga_id);	/* its owner's, and grantees' */
 	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -358,7 +372,12 @@ saga_await(PG_FUNCTION_ARGS)
 		pfree(status);
 
 		if (cv != NULL)
+		{
+			/* on a standby, nothing broadcasts it: look again soon */
+			if (RecoveryInProgress())
+				remaining = Min(remaining, Min(SAGA_STANDBY_AWAIT_MS, saga_poll_interval));
 			(void) ConditionVariableTimedSleep(cv, remaining, PG_WAIT_EXTENSION);
+		}
 		else
 		{
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,

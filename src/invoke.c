@@ -22,6 +22,11 @@
  * cannot find, the error's hint says which role and search_path it ran
  * with.
  *
+ * A function may run for at most saga.handler_timeout, or its role's own
+ * statement_timeout if that is shorter: then it is cancelled, as a
+ * statement is, and fails like any error (the attempt counts), so that a
+ * handler that hangs holds up its batch for that long and no longer.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -33,6 +38,7 @@
 #include "catalog/pg_db_role_setting.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "storage/ipc.h"
 #include "storage/proc.h"
 #include "utils/acl.h"
 #include "utils/array.h"
@@ -42,6 +48,7 @@
 #include "utils/memutils.h"
 #include "utils/regproc.h"
 #include "utils/syscache.h"
+#include "utils/timeout.h"
 
 #include "saga.h"
 
@@ -83,6 +90,52 @@ saga_lookup_function(Oid fn, FmgrInfo *flinfo, MemoryContext cxt)
 				 errmsg("function %u registered with saga no longer exists", fn),
 				 errhint("Register a new function for it.")));
 	fmgr_info_cxt(fn, flinfo, cxt);
+}
+
+/*
+ * The time limit of a user's function: a timeout of our own (a session's
+ * statement_timeout may be running around saga_run_pending()), which
+ * cancels the function as statement_timeout cancels a statement.
+ */
+static TimeoutId limit_timeout = MAX_TIMEOUTS;
+static volatile sig_atomic_t limit_reached = false;
+
+static void
+limit_timeout_handler(void)
+{
+	limit_reached = true;
+	InterruptPending = true;
+	QueryCancelPending = true;
+	SetLatch(MyLatch);
+}
+
+/*
+ * How long the function may run, in milliseconds (0: no limit):
+ * saga.handler_timeout, or the role's statement_timeout if shorter (its
+ * settings are in force by now).
+ */
+static int
+function_time_limit(void)
+{
+	int			limit = saga_handler_timeout;
+
+	if (StatementTimeout > 0 && (limit == 0 || StatementTimeout < limit))
+		limit = StatementTimeout;
+	return limit;
+}
+
+/* Stop the limit's timer; a cancel it asked for too late is dropped. */
+static void
+stop_time_limit(bool armed)
+{
+	if (!armed)
+		return;
+	disable_timeout(limit_timeout, false);
+	if (limit_reached && !proc_exit_inprogress)
+	{
+		limit_reached = false;
+		QueryCancelPending = false;
+	}
 }
 
 /*
@@ -258,12 +311,32 @@ saga_invoke_as(Oid role, FmgrInfo *flinfo, Datum arg, bool *isnull)
 {
 	LOCAL_FCINFO(fcinfo, 1);
 	MemoryContext cxt = CurrentMemoryContext;
-	RoleSettings *settings = lookup_role_settings(role);
+	RoleSettings *settings;
 	Oid			save_userid;
 	int			save_sec_context;
 	int			save_nestlevel;
 	Datum		result;
+	int			limit;
+	volatile bool armed = false;
 
+	/*
+	 * A role dropped from another database's session (in this one, DROP
+	 * ROLE is refused while the engine names it: utility.c) can never run
+	 * its work, and no other role may stand in for it: say so, once.  The
+	 * work fails for good (dispatch.c, orchestrate.c).
+	 */
+	if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(role)))
+		ereport(ERROR,
+				(errcode(ERRCODE_SAGA_ROLE_GONE),
+				 saga_current_delivery != NULL ?
+				 errmsg("role %u of consumer \"%s\" no longer exists",
+						role, saga_current_delivery->consumer) :
+				 errmsg("role %u that the saga's steps run as no longer exists", role),
+				 errdetail("The role was dropped while work of its was pending; "
+						   "its work cannot run as any other role."),
+				 errhint("Before DROP ROLE, run REASSIGN OWNED BY the role in every database that uses saga.")));
+
+	settings = lookup_role_settings(role);
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(role,
 						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
@@ -305,6 +378,17 @@ saga_invoke_as(Oid role, FmgrInfo *flinfo, Datum arg, bool *isnull)
 	InitFunctionCallInfoData(*fcinfo, flinfo, 1, InvalidOid, NULL, NULL);
 	fcinfo->args[0].value = arg;
 	fcinfo->args[0].isnull = false;
+
+	/* the outermost function's limit covers any nested in it */
+	limit = invoke_depth == 0 ? function_time_limit() : 0;
+	if (limit > 0)
+	{
+		if (limit_timeout == MAX_TIMEOUTS)
+			limit_timeout = RegisterTimeout(USER_TIMEOUT, limit_timeout_handler);
+		limit_reached = false;
+		enable_timeout_after(limit_timeout, limit);
+		armed = true;
+	}
 	invoke_depth++;
 	PG_TRY();
 	{
@@ -314,10 +398,21 @@ saga_invoke_as(Oid role, FmgrInfo *flinfo, Datum arg, bool *isnull)
 	{
 		ErrorData  *edata;
 		char	   *rolename;
+		bool		timed_out = armed && limit_reached;
 
 		invoke_depth--;
+		stop_time_limit(armed);
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
+		if (timed_out && edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+		{
+			/* say which limit it was */
+			FlushErrorState();
+			edata->message = psprintf("%s ran longer than its time limit of %d ms",
+									  format_procedure_qualified(flinfo->fn_oid), limit);
+			edata->hint = pstrdup("The limit is saga.handler_timeout, or the role's statement_timeout if shorter.");
+			ReThrowError(edata);
+		}
 		if (!error_is_undefined_name(edata->sqlerrcode))
 			PG_RE_THROW();
 
@@ -333,6 +428,7 @@ saga_invoke_as(Oid role, FmgrInfo *flinfo, Datum arg, bool *isnull)
 	}
 	PG_END_TRY();
 	invoke_depth--;
+	stop_time_limit(armed);
 	*isnull = fcinfo->isnull;
 
 	AtEOXact_GUC(false, save_nestlevel);

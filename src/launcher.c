@@ -23,6 +23,13 @@
  * after a delay that doubles with each consecutive failure, so that a
  * database whose worker keeps failing does not flood the log.
  *
+ * Their slots come out of max_worker_processes, shared with the rest of
+ * the server, and may run short: every database then gets its first
+ * worker before any gets a second (launcher_reconcile()), and one left
+ * without any is named in a WARNING and shown by saga_databases
+ * (saga_database_status()).  A database that does not allow connections
+ * gets no new worker: it could not connect.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -34,6 +41,9 @@
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/pg_database.h"
+#include "commands/dbcommands.h"
+#include "funcapi.h"
+#include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -42,6 +52,7 @@
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
 #include "utils/backend_status.h"
+#include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/wait_event.h"
@@ -90,7 +101,13 @@ launcher_detach(int code, Datum arg)
 /*
  * Re-read pg_database: add an UNKNOWN entry for every database that accepts
  * connections and is not a template, forget entries of databases that are
- * gone (or became templates) and have no worker left.
+ * gone (or became templates, or stopped accepting connections) and have no
+ * worker left.  One that still has workers is marked no_connections: they
+ * go on (ALTER DATABASE ... ALLOW_CONNECTIONS false does not end sessions),
+ * but a worker started now could not connect, and would only fail again
+ * and again, each failure delaying the next start.  When the database
+ * accepts connections again (ALTER DATABASE makes us rescan at its end),
+ * its workers are started at once: the failures are forgotten.
  */
 static void
 launcher_rescan(void)
@@ -130,14 +147,25 @@ launcher_rescan(void)
 		int			j;
 		bool		has_worker = false;
 
-		if (db->state == SAGA_DB_UNUSED || db->state == SAGA_DB_PAUSED ||
-			list_member_oid(dboids, db->dboid))
+		if (db->state == SAGA_DB_UNUSED || db->state == SAGA_DB_PAUSED)
 			continue;
+		if (list_member_oid(dboids, db->dboid))
+		{
+			if (db->no_connections)
+			{
+				db->no_connections = false;
+				db->failures = 0;
+				db->restart_after = 0;
+			}
+			continue;
+		}
 		for (j = 0; j < SagaShmem->max_workers; j++)
 			if (SagaShmem->workers[j].in_use && SagaShmem->workers[j].dboid == db->dboid)
 				has_worker = true;
 		if (!has_worker)
 			db->state = SAGA_DB_UNUSED;
+		else
+			db->no_connections = true;
 	}
 	foreach(lc, dboids)
 	{
@@ -307,10 +335,154 @@ launcher_check_restores(void)
 }
 
 /*
+ * How many workers a database wants: saga.workers where the extension is
+ * installed, one to look where it may be, -1 where none is to run.
+ */
+static int
+database_wants(SagaDatabase *db)
+{
+	switch (db->state)
+	{
+		case SAGA_DB_UNKNOWN:
+			return saga_workers > 0 ? 1 : 0;
+		case SAGA_DB_ACTIVE:
+			return saga_workers;
+		default:
+			return -1;
+	}
+}
+
+/* May the launcher start a worker for this database now? */
+static bool
+database_may_start(SagaDatabase *db)
+{
+	return database_wants(db) > 0 && db->restore_pid == 0 && !db->no_connections;
+}
+
+/*
+ * The workers of a database that have not been asked to stop (the caller
+ * holds the lock).
+ */
+static int
+database_workers(Oid dboid)
+{
+	int			n = 0;
+	int			j;
+
+	for (j = 0; j < SagaShmem->max_workers; j++)
+	{
+		SagaWorkerSlot *w = &SagaShmem->workers[j];
+
+		if (w->in_use && w->dboid == dboid && !w->stop_requested)
+			n++;
+	}
+	return n;
+}
+
+/*
+ * Make room for databases that have no worker, when every slot is taken:
+ * ask the last worker of the database that has the most (two at least) to
+ * stop, one for each database waiting that is not already getting the slot
+ * of a worker on its way out.  Its slot goes to one of them when it has
+ * exited, since launcher_reconcile() gives first workers before second
+ * ones.  The listener is the last one asked.  The caller holds the lock.
+ */
+static void
+launcher_make_room(int starved)
+{
+	int			stopping = 0;
+	int			j;
+
+	for (j = 0; j < SagaShmem->max_workers; j++)
+		if (SagaShmem->workers[j].in_use && SagaShmem->workers[j].stop_requested)
+			stopping++;
+
+	while (stopping < starved)
+	{
+		SagaDatabase *donor = NULL;
+		int			donor_have = 1;
+		SagaWorkerSlot *victim = NULL;
+		int			i;
+
+		for (i = 0; i < SagaShmem->max_databases; i++)
+		{
+			SagaDatabase *db = &SagaShmem->databases[i];
+			int			have;
+
+			if (db->state != SAGA_DB_ACTIVE)
+				continue;
+			have = database_workers(db->dboid);
+			if (have > donor_have)
+			{
+				donor = db;
+				donor_have = have;
+			}
+		}
+		if (donor == NULL)
+			return;
+
+		for (j = 0; j < SagaShmem->max_workers; j++)
+		{
+			SagaWorkerSlot *w = &SagaShmem->workers[j];
+
+			if (!w->in_use || w->dboid != donor->dboid || w->stop_requested)
+				continue;
+			if (victim == NULL || j != donor->listener)
+				victim = w;
+		}
+		Assert(victim != NULL);
+		ereport(LOG,
+				(errmsg("saga launcher: stopping one of the %d workers of database %u, for a database that has none",
+						donor_have, donor->dboid)));
+		victim->stop_requested = true;
+		if (victim->latch)
+			SetLatch(victim->latch);
+		stopping++;
+	}
+}
+
+/*
+ * The names of the databases in a list of oids, for a message: "a, b, c".
+ * Called outside a transaction; the launcher reads the shared catalog.
+ */
+static char *
+database_names(List *dboids)
+{
+	StringInfoData buf;
+	ListCell   *lc;
+
+	initStringInfo(&buf);
+	StartTransactionCommand();
+	foreach(lc, dboids)
+	{
+		char	   *name = get_database_name(lfirst_oid(lc));
+
+		if (buf.len > 0)
+			appendStringInfoString(&buf, ", ");
+		if (name != NULL)
+			appendStringInfoString(&buf, quote_identifier(name));
+		else
+			appendStringInfo(&buf, "%u", lfirst_oid(lc));
+	}
+	CommitTransactionCommand();
+	return buf.data;
+}
+
+/*
  * Bring each database's workers to the number wanted; returns how long the
  * launcher may sleep before a delayed restart is due.  A database that a
- * restore holds back gets none.
+ * restore holds back gets none, nor one that does not accept connections.
+ *
+ * When there are not slots enough (max_worker_processes is shared with
+ * every other background worker and parallel query), every database gets
+ * its first worker before any gets a second, and so on: the workers are
+ * started level by level.  A database left with none even so (all slots
+ * taken, by our second workers among others) gets one of theirs (see
+ * launcher_make_room()), shows in saga_databases, and is named in a
+ * WARNING repeated every SAGA_STARVED_WARN_MS while it lasts.
  */
+#define SAGA_STARVED_WARN_MS	(60 * 1000)
+
 static long
 launcher_reconcile(void)
 {
@@ -318,30 +490,25 @@ launcher_reconcile(void)
 	long		sleep_ms = SAGA_RESCAN_INTERVAL_MS;
 	bool		out_of_slots = false;
 	static bool warned_slots = false;
+	static TimestampTz warned_starved_at = 0;
+	static List *warned_starved = NIL;	/* named then, in TopMemoryContext */
+	List	   *starved = NIL;
+	int			missing = 0;
+	int			level;
 	int			i;
 
 	LWLockAcquire(SagaShmem->lock, LW_EXCLUSIVE);
+
+	/* saga.workers was lowered: ask the surplus to go */
 	for (i = 0; i < SagaShmem->max_databases; i++)
 	{
 		SagaDatabase *db = &SagaShmem->databases[i];
-		int			want;
+		int			want = database_wants(db);
 		int			have = 0;
 		int			j;
 
-		switch (db->state)
-		{
-			case SAGA_DB_UNKNOWN:
-				want = saga_workers > 0 ? 1 : 0;
-				break;
-			case SAGA_DB_ACTIVE:
-				want = saga_workers;
-				break;
-			default:
-				continue;
-		}
-		if (db->restore_pid != 0)
+		if (want < 0 || db->restore_pid != 0)
 			continue;
-
 		for (j = 0; j < SagaShmem->max_workers; j++)
 		{
 			SagaWorkerSlot *w = &SagaShmem->workers[j];
@@ -350,7 +517,6 @@ launcher_reconcile(void)
 				continue;
 			if (have >= want)
 			{
-				/* saga.workers was lowered: ask the surplus to go */
 				w->stop_requested = true;
 				if (w->latch)
 					SetLatch(w->latch);
@@ -358,36 +524,103 @@ launcher_reconcile(void)
 			}
 			have++;
 		}
-		if (have >= want)
-			continue;
-		if (db->restart_after > now)
+	}
+
+	/* the first worker of each database, then the second, ... */
+	for (level = 1; level <= saga_workers && !out_of_slots; level++)
+	{
+		for (i = 0; i < SagaShmem->max_databases && !out_of_slots; i++)
 		{
-			sleep_ms = Min(sleep_ms,
-						   TimestampDifferenceMilliseconds(now, db->restart_after) + 1);
-			continue;
-		}
-		while (have < want && !out_of_slots)
-		{
-			if (launcher_start_worker(db))
-				have++;
-			else
+			SagaDatabase *db = &SagaShmem->databases[i];
+
+			if (!database_may_start(db) || database_wants(db) < level ||
+				database_workers(db->dboid) >= level)
+				continue;
+			if (db->restart_after > now)
+			{
+				sleep_ms = Min(sleep_ms,
+							   TimestampDifferenceMilliseconds(now, db->restart_after) + 1);
+				continue;
+			}
+			if (!launcher_start_worker(db))
 				out_of_slots = true;
 		}
 	}
+
+	/* who is short of workers for want of a slot */
+	for (i = 0; i < SagaShmem->max_databases; i++)
+	{
+		SagaDatabase *db = &SagaShmem->databases[i];
+		int			have;
+
+		if (db->state == SAGA_DB_UNUSED)
+			continue;
+		have = database_workers(db->dboid);
+		if (!out_of_slots || !database_may_start(db) ||
+			have >= database_wants(db) || db->restart_after > now)
+		{
+			db->starved_since = 0;
+			continue;
+		}
+		if (db->starved_since == 0)
+			db->starved_since = now;
+		missing += database_wants(db) - have;
+		if (have == 0)
+			starved = lappend_oid(starved, db->dboid);
+	}
+	if (starved != NIL)
+		launcher_make_room(list_length(starved));
 	LWLockRelease(SagaShmem->lock);
+
+	if (starved != NIL)
+	{
+		ListCell   *lc;
+		bool		news = false;
+
+		foreach(lc, starved)
+			news = news || !list_member_oid(warned_starved, lfirst_oid(lc));
+		if (news ||
+			TimestampDifferenceExceeds(warned_starved_at, now, SAGA_STARVED_WARN_MS))
+		{
+			MemoryContext old;
+
+			ereport(WARNING,
+					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+					 errmsg("saga launcher: no worker for %d database(s): %s",
+							list_length(starved), database_names(starved)),
+					 errdetail("Every background worker slot (max_worker_processes = %d) is taken; their sagas wait. A database gets up to saga.workers (%d) workers, and one at least before any gets more.",
+							   max_worker_processes, saga_workers),
+					 errhint("Raise max_worker_processes (this needs a restart) by %d at least, by %d to give every database saga.workers; or lower saga.workers. The view saga_databases shows what each database has.",
+							 list_length(starved), missing)));
+			warned_starved_at = now;
+			old = MemoryContextSwitchTo(TopMemoryContext);
+			list_free(warned_starved);
+			warned_starved = list_copy(starved);
+			MemoryContextSwitchTo(old);
+		}
+		sleep_ms = Min(sleep_ms, 1000);
+	}
+	else if (warned_starved != NIL)
+	{
+		ereport(LOG,
+				(errmsg("saga launcher: every database with the extension has a worker again")));
+		list_free(warned_starved);
+		warned_starved = NIL;
+	}
 
 	if (out_of_slots)
 	{
-		if (!warned_slots)
+		if (!warned_slots && starved == NIL)
 			ereport(WARNING,
 					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-					 errmsg("saga launcher: out of background worker slots"),
-					 errhint("Increase max_worker_processes, or lower saga.workers.")));
+					 errmsg("saga launcher: out of background worker slots, %d saga worker(s) short", missing),
+					 errhint("Raise max_worker_processes (this needs a restart), or lower saga.workers.")));
 		warned_slots = true;
 		sleep_ms = Min(sleep_ms, 1000);
 	}
 	else
 		warned_slots = false;
+	list_free(starved);
 	return sleep_ms;
 }
 
@@ -453,4 +686,88 @@ saga_launcher_main(Datum main_arg)
 						 sleep_ms, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 	}
+}
+
+PG_FUNCTION_INFO_V1(saga_database_status);
+
+/*
+ * saga_database_status(): one row for each database where the extension is
+ * installed or may be (the launcher has not been able to look yet), from
+ * any database: its oid, what the launcher knows (installed, unknown,
+ * paused), its workers and how many it wants, and in words whether it is
+ * served and if not why, with what to do; since: when it has been short of
+ * workers for want of a background worker slot.
+ */
+Datum
+saga_database_status(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	TimestampTz now = GetCurrentTimestamp();
+	int			i;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (SagaShmem == NULL)
+		return (Datum) 0;
+
+	LWLockAcquire(SagaShmem->lock, LW_SHARED);
+	for (i = 0; i < SagaShmem->max_databases; i++)
+	{
+		SagaDatabase *db = &SagaShmem->databases[i];
+		Datum		values[6];
+		bool		nulls[6] = {0};
+		const char *state;
+		char		status[256];
+		int			have;
+		int			want;
+
+		switch (db->state)
+		{
+			case SAGA_DB_ACTIVE:
+				state = "installed";
+				break;
+			case SAGA_DB_UNKNOWN:
+				state = "unknown";
+				break;
+			case SAGA_DB_PAUSED:
+				state = "paused";
+				break;
+			default:
+				continue;
+		}
+		have = database_workers(db->dboid);
+		want = Max(database_wants(db), 0);
+
+		if (db->state == SAGA_DB_PAUSED)
+			snprintf(status, sizeof(status),
+					 "paused: a command needs the database without sessions");
+		else if (db->restore_pid != 0)
+			snprintf(status, sizeof(status),
+					 "held back: session %d is restoring into it", db->restore_pid);
+		else if (db->no_connections && have < want)
+			snprintf(status, sizeof(status),
+					 "no new worker: the database does not allow connections (ALTER DATABASE ... ALLOW_CONNECTIONS true)");
+		else if (have >= want)
+			snprintf(status, sizeof(status), "served");
+		else if (db->starved_since != 0)
+			snprintf(status, sizeof(status),
+					 "%s: no free background worker slot (raise max_worker_processes, or lower saga.workers)",
+					 have == 0 ? "no worker" : "short of workers");
+		else if (db->restart_after > now)
+			snprintf(status, sizeof(status),
+					 "restarting: its last worker failed (see saga_workers), the next starts in %ld ms",
+					 TimestampDifferenceMilliseconds(now, db->restart_after));
+		else
+			snprintf(status, sizeof(status), "starting");
+
+		values[0] = ObjectIdGetDatum(db->dboid);
+		values[1] = CStringGetTextDatum(state);
+		values[2] = Int32GetDatum(have);
+		values[3] = Int32GetDatum(want);
+		values[4] = CStringGetTextDatum(status);
+		values[5] = TimestampTzGetDatum(db->starved_since);
+		nulls[5] = db->starved_since == 0;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	LWLockRelease(SagaShmem->lock);
+	return (Datum) 0;
 }

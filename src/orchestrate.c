@@ -863,7 +863,9 @@ run_one_step(ClaimedSaga *cs, MemoryContext cxt, bool *transient_out)
 
 		rejected = !compensation && edata->sqlerrcode == ERRCODE_SAGA_REJECTED;
 		transient = saga_error_is_transient(edata->sqlerrcode);
-		exhausted = !transient && cs->attempts + 1 >= saga_max_attempts;
+		/* a step whose role no longer exists can never run: at once */
+		exhausted = !transient && (cs->attempts + 1 >= saga_max_attempts ||
+								   edata->sqlerrcode == ERRCODE_SAGA_ROLE_GONE);
 		msg = saga_error_text(edata);
 
 		if (rejected || (!compensation && exhausted))
@@ -977,6 +979,8 @@ saga_run_steps(int limit)
 
 	saga_execute(&claim_plan, &arg, NULL, false, 0);
 	result.claimed = (int) SPI_processed;
+	if (result.claimed > 0)
+		saga_worker_found_work();	/* a worker is busy from now on */
 	claimed = palloc0(sizeof(ClaimedSaga) * Max(result.claimed, 1));
 	for (i = 0; i < result.claimed; i++)
 	{

@@ -15,6 +15,12 @@
  * events of that type's sagas and no others, so that a shop's services do
  * not hear of a trip's SagaAborted.
  *
+ * An event type belongs to a role (1.2, grants.c): another role subscribes
+ * to it or publishes it only with its owner's grant.  Any role may
+ * subscribe to the engine's SagaAborted, but it reaches a subscription only
+ * if its role may see the saga (grants.c): it tells the saga's type and
+ * the reason it was aborted.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -52,6 +58,14 @@ static SagaPlan publish_plan = {
 	"   WHERE s.event_type = $1"
 	"     AND (s.saga_type IS NULL OR"
 	"          s.saga_type = (SELECT i.saga_type FROM saga.instance i WHERE i.id = $2))"
+	"     AND ($1 <> 'SagaAborted' OR"
+	"          EXISTS (SELECT FROM saga.instance i"
+	"                   WHERE i.id = $2"
+	"                     AND (pg_has_role(s.owner::oid, i.owner::oid, 'USAGE') OR"
+	"                          EXISTS (SELECT FROM saga.saga_grant g"
+	"                                   WHERE g.saga_type = i.saga_type AND g.owner = i.owner"
+	"                                     AND (g.grantee = 0 OR"
+	"                                          pg_has_role(s.owner::oid, g.grantee::oid, 'USAGE'))))))"
 	"   ORDER BY s.id)"
 	"SELECT id FROM e",
 	5, {TEXTOID, INT8OID, JSONBOID, TEXTOID, INT8OID}
@@ -249,6 +263,9 @@ saga_publish(PG_FUNCTION_ARGS)
 	else
 		has_saga_id = false;
 
+	/* only the type's owner, and the roles it allows, publish it (1.2) */
+	saga_check_event_right(event_type, true, GetUserId());
+
 	/* publisher: given, else the handler's consumer, else the current role */
 	if (!PG_ARGISNULL(3))
 		publisher = saga_check_name(fcinfo, 3, "publisher");
@@ -328,6 +345,15 @@ saga_subscribe(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied for function %s", format_procedure(handler)),
 				 errdetail("Handlers run as the role that subscribes them, which must be allowed to execute them.")));
+
+	/*
+	 * Another role's event type needs its grant (1.2); so does the
+	 * on_failure event, published for the subscriber.  A type nobody owns
+	 * yet becomes the caller's.
+	 */
+	saga_check_event_right(event_type, false, caller);
+	if (on_failure != NULL)
+		saga_check_event_right(on_failure, true, caller);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");

@@ -34,6 +34,7 @@ int			saga_retention_batch = 1000;
 int			saga_lock_timeout = 5;
 int			saga_batch_time = 10;
 int			saga_batch_bytes = 16 * 1024;
+int			saga_handler_timeout = 60 * 1000;
 int			saga_test_probe_delay = 0;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
@@ -126,6 +127,16 @@ _PG_init(void)
 							&saga_deadline,
 							0, 0, INT_MAX,
 							PGC_USERSET, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("saga.handler_timeout",
+							"Longest a handler or step may run before it is cancelled.",
+							"A cancelled handler or step fails like any error and is retried; "
+							"its role's statement_timeout applies instead if it is shorter.  "
+							"0: no limit.",
+							&saga_handler_timeout,
+							60 * 1000, 0, INT_MAX,
+							PGC_SUSET, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("saga.lock_timeout",

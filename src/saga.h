@@ -48,6 +48,7 @@ extern int	saga_retention;
 extern int	saga_lock_timeout;
 extern int	saga_batch_time;
 extern int	saga_batch_bytes;
+extern int	saga_handler_timeout;
 extern int	saga_retention_batch;
 extern int	saga_test_probe_delay;	/* for tests only */
 
@@ -93,8 +94,11 @@ typedef struct SagaDatabase
 	int			failures;		/* consecutive abnormal worker exits */
 	pg_atomic_uint32 idle_workers;	/* workers asleep (or about to be) */
 	pg_atomic_uint32 notify_sent;	/* a NOTIFY is on its way to them */
+	pg_atomic_uint32 notify_committed;	/* ... and its sender has committed */
 	int			listener;		/* slot of the worker that LISTENs, or -1 */
 	uint64		generation;		/* bumped whenever the extension may have come */
+	bool		no_connections; /* launcher: ALLOW_CONNECTIONS false, start none */
+	TimestampTz starved_since;	/* launcher: short of workers for want of a slot */
 
 	/*
 	 * A session restoring into the database holds its workers back while it
@@ -110,6 +114,8 @@ typedef struct SagaDatabase
 	int			last_error_code;	/* its SQLSTATE */
 	TimestampTz last_error_at;	/* 0: none since the server started */
 	pid_t		last_error_pid;
+	/* until then, workers take one delivery at a time, counted first (worker.c) */
+	TimestampTz careful_until;
 } SagaDatabase;
 
 /* One database worker, in the style of PGPROC for pg_stat_activity. */
@@ -121,6 +127,8 @@ typedef struct SagaWorkerSlot
 	Latch	   *latch;
 	bool		idle;
 	bool		stop_requested;
+	bool		wake_requested; /* set with the latch: there is work */
+	bool		copy;			/* its database is a logical copy: runs nothing */
 	uint64		deliveries;		/* handled successfully */
 	uint64		failures;		/* handler errors */
 	uint64		batches;		/* transactions that did some work */
@@ -134,6 +142,7 @@ typedef struct SagaShared
 	pid_t		launcher_pid;
 	Latch	   *launcher_latch;
 	bool		rescan;			/* launcher must re-read pg_database */
+	bool		crashed;		/* shared memory was made again after a crash */
 	int			max_databases;
 	int			max_workers;
 	ConditionVariable await_cv[SAGA_AWAIT_CVS];
@@ -150,11 +159,13 @@ extern bool saga_shmem_available(void);
 extern SagaDatabase *saga_find_database(Oid dboid, bool create);
 extern void saga_wake_launcher_now(bool rescan);
 extern void saga_wake_idle_worker(Oid dboid);
+extern void saga_note_notify_committed(Oid dboid);
 extern void saga_pause_database(Oid dboid);
 extern void saga_resume_database(Oid dboid);
 extern void saga_forget_database(Oid dboid);
 extern void saga_mark_database(Oid dboid, SagaDbState state);
 extern uint64 saga_database_generation(Oid dboid);
+extern bool saga_database_careful(SagaDatabase *db);
 extern void saga_report_probe(Oid dboid, bool installed, uint64 generation);
 extern void saga_hold_for_restore(Oid dboid);
 extern bool saga_restore_xact_ended(Oid dboid);
@@ -172,6 +183,7 @@ extern PGDLLEXPORT void saga_worker_main(Datum main_arg);
 
 /* Slot of the current process if it is a database worker, else NULL. */
 extern SagaWorkerSlot *MySagaWorker;
+extern void saga_worker_found_work(void);
 
 /* ------------------------------------------------------------------------
  * Dispatcher (dispatch.c)
@@ -186,6 +198,8 @@ typedef struct SagaBatchResult
 } SagaBatchResult;
 
 extern SagaBatchResult saga_dispatch_batch(int limit);
+extern int64 saga_count_next_attempt(void);
+extern SagaBatchResult saga_dispatch_counted(int64 delivery_id);
 extern TimestampTz saga_batch_deadline;
 extern bool saga_batch_out_of_time(void);
 extern SagaBatchResult saga_run_steps(int limit);	/* orchestrate.c */
@@ -214,6 +228,12 @@ extern double saga_retry_delay_ms(int attempts, int sqlerrcode);
 
 /* SQLSTATE SG400: a saga step's business "no" (see saga_reject()). */
 #define ERRCODE_SAGA_REJECTED	MAKE_SQLSTATE('S','G','4','0','0')
+
+/*
+ * SQLSTATE SG410: the role a handler or step runs as no longer exists (it
+ * was dropped from another database's session): its work can never run.
+ */
+#define ERRCODE_SAGA_ROLE_GONE	MAKE_SQLSTATE('S','G','4','1','0')
 
 /* ------------------------------------------------------------------------
  * SPI helpers (spi_util.c)
@@ -248,10 +268,15 @@ extern int64 saga_publish_event(const char *event_type, Jsonb *payload,
 								const char *publisher, bool has_cause,
 								int64 caused_by);
 
+/* grants.c: who may see and subscribe to what */
+extern void saga_check_event_right(const char *event_type, bool publish, Oid role);
+extern void saga_check_visible(int64 saga_id);
+
 /* abort.c: ending sagas early (deadlines, saga_cancel) */
 extern int	saga_abort_expired(int limit);
 extern int	saga_settle_aborted(int64 *ids, int n);
 extern void saga_mark_aborted(int64 saga_id, const char *reason);
+extern void saga_abort_now(int64 *ids, const char **reasons, int n);
 extern void saga_abort_orchestrated(int64 saga_id, const char *reason);	/* orchestrate.c */
 extern void saga_begin_as_owner(Oid *save_userid, int *save_sec_context);
 extern void saga_end_as_owner(Oid save_userid, int save_sec_context);
@@ -270,6 +295,11 @@ extern void saga_note_create_extension(bool restoring);
 extern void saga_wake_launcher_at_xact_end(void);
 extern void saga_forget_at_commit(Oid dboid);
 extern ConditionVariable *saga_await_cv(int64 saga_id);
+
+/* replica.c: a logical-replication copy runs no sagas */
+extern const char *saga_copy_subscription(void);
+extern void saga_refuse_in_copy(const char *what);
+extern bool saga_worker_in_copy(void);
 
 /* stats.c */
 extern void saga_count(SagaCounter counter, int64 n);

@@ -37,6 +37,13 @@
 
 /* How long DROP DATABASE and friends wait for a database's workers. */
 #define SAGA_PAUSE_TIMEOUT_MS	10000
+/*
+ * How long a database's workers take their work one delivery at a time,
+ * each attempt counted in a transaction of its own first, after one of
+ * them exited in the middle of a batch (worker.c).
+ */
+#define SAGA_CAREFUL_MS		5000
+
 /* Delay before restarting a failed worker: doubles up to the maximum. */
 #define SAGA_RESTART_DELAY_MS		1000
 #define SAGA_RESTART_DELAY_MAX_MS	(60 * 1000)
@@ -64,8 +71,12 @@ saga_shmem_request(void)
 void
 saga_shmem_startup(void)
 {
+	/* counted in the postmaster: a second time is after a crash */
+	static int	times_made = 0;
 	bool		found;
 	int			i;
+
+	times_made++;
 
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	SagaShmem = ShmemInitStruct("saga", saga_shmem_size(), &found);
@@ -75,6 +86,7 @@ saga_shmem_startup(void)
 
 		memset(SagaShmem, 0, saga_shmem_size());
 		SagaShmem->lock = &(GetNamedLWLockTranche("saga"))->lock;
+		SagaShmem->crashed = times_made > 1;
 		SagaShmem->max_databases = SAGA_MAX_DATABASES;
 		SagaShmem->max_workers = max_worker_processes;
 		p += MAXALIGN(sizeof(SagaShared));
@@ -88,6 +100,7 @@ saga_shmem_startup(void)
 
 			pg_atomic_init_u32(&SagaShmem->databases[i].idle_workers, 0);
 			pg_atomic_init_u32(&SagaShmem->databases[i].notify_sent, 0);
+			pg_atomic_init_u32(&SagaShmem->databases[i].notify_committed, 0);
 			for (c = 0; c < SAGA_NCOUNTERS; c++)
 				pg_atomic_init_u64(&SagaShmem->databases[i].counters[c], 0);
 		}
@@ -133,11 +146,17 @@ saga_find_database(Oid dboid, bool create)
 
 	free_entry->dboid = dboid;
 	free_entry->state = SAGA_DB_UNKNOWN;
+	/* after a crash, the work that was running when it struck is suspect */
+	free_entry->careful_until = SagaShmem->crashed ?
+		TimestampTzPlusMilliseconds(GetCurrentTimestamp(), SAGA_CAREFUL_MS) : 0;
 	free_entry->restart_after = 0;
 	free_entry->failures = 0;
 	pg_atomic_write_u32(&free_entry->idle_workers, 0);
 	pg_atomic_write_u32(&free_entry->notify_sent, 0);
+	pg_atomic_write_u32(&free_entry->notify_committed, 0);
 	free_entry->listener = -1;
+	free_entry->no_connections = false;
+	free_entry->starved_since = 0;
 	/* not reset: a report on the entry's former database must not match */
 	free_entry->generation++;
 	free_entry->restore_pid = 0;
@@ -254,6 +273,8 @@ saga_report_probe(Oid dboid, bool installed, uint64 generation)
  * Wake one idle worker of a database.  Read without the lock: at worst we
  * set the latch of a process that has just stopped being idle, or that
  * belongs to a slot reused a moment ago, which costs one spurious wake-up.
+ * wake_requested tells the worker that the latch was set for work, not by
+ * a notification that some other session sent (see worker.c).
  */
 void
 saga_wake_idle_worker(Oid dboid)
@@ -263,13 +284,36 @@ saga_wake_idle_worker(Oid dboid)
 	for (i = 0; i < SagaShmem->max_workers; i++)
 	{
 		SagaWorkerSlot *w = &SagaShmem->workers[i];
+		Latch	   *latch = w->latch;
 
-		if (w->in_use && w->dboid == dboid && w->idle && w->latch != NULL)
+		if (w->in_use && w->dboid == dboid && w->idle && latch != NULL)
 		{
-			SetLatch(w->latch);
+			w->wake_requested = true;
+			pg_memory_barrier();
+			SetLatch(latch);
 			return;
 		}
 	}
+}
+
+/*
+ * A transaction that sent the database's listener a NOTIFY (wakeup.c) has
+ * committed: say so before the notification is signalled (the commit
+ * callbacks run before AtCommit_Notify()), so that the listener can tell
+ * it from the notifications that anybody may send on the channel.
+ */
+void
+saga_note_notify_committed(Oid dboid)
+{
+	SagaDatabase *db;
+
+	if (SagaShmem == NULL)
+		return;
+	LWLockAcquire(SagaShmem->lock, LW_SHARED);
+	db = saga_find_database(dboid, false);
+	if (db != NULL)
+		pg_atomic_write_u32(&db->notify_committed, 1);
+	LWLockRelease(SagaShmem->lock);
 }
 
 static int
@@ -485,6 +529,10 @@ saga_release_slot(SagaWorkerSlot *w, bool failed)
 	/* its database may be gone: have the launcher check pg_database */
 	if (failed)
 		SagaShmem->rescan = true;
+	/* it may have died in a batch: count attempts before running them */
+	if (failed && db != NULL)
+		db->careful_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														SAGA_CAREFUL_MS);
 	if (failed && !w->stop_requested && db != NULL &&
 		(db->state == SAGA_DB_ACTIVE || db->state == SAGA_DB_UNKNOWN))
 	{
@@ -498,4 +546,20 @@ saga_release_slot(SagaWorkerSlot *w, bool failed)
 	w->idle = false;
 	w->pid = 0;
 	w->latch = NULL;
+}
+
+/*
+ * Should the database's workers take their work one delivery at a time,
+ * counting each attempt before running it?  So for a while after one of
+ * them exited abnormally, and after a crash (see worker.c).
+ */
+bool
+saga_database_careful(SagaDatabase *db)
+{
+	TimestampTz until;
+
+	LWLockAcquire(SagaShmem->lock, LW_SHARED);
+	until = db->careful_until;
+	LWLockRelease(SagaShmem->lock);
+	return until != 0 && GetCurrentTimestamp() < until;
 }

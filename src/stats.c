@@ -257,6 +257,8 @@ saga_worker_status(PG_FUNCTION_ARGS)
 			state = "starting";
 		else if (w->stop_requested)
 			state = "stopping";
+		else if (w->copy)
+			state = "copy";
 		else if (w->idle)
 			state = "idle";
 		else

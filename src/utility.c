@@ -32,19 +32,38 @@
  * checks must never be stricter than PostgreSQL's: a command that passes
  * them but not ours would find our workers in its way.
  *
+ * Roles.  The engine's rows name roles by OID (subscriptions, definitions
+ * and sagas run as their owners; event types and grants belong to roles),
+ * and PostgreSQL does not know of them: a role dropped under them left
+ * work that failed on "invalid role OID" for ever.  So, in a database
+ * where the extension is installed: DROP ROLE is refused (2BP01) while the
+ * engine's rows there name the role, saying what they are; REASSIGN OWNED
+ * BY a TO b gives a's rows to b, as it gives a's objects (after PostgreSQL
+ * has checked the caller's rights and done its part); DROP OWNED BY a
+ * takes back what was granted to a, and the grants on a's sagas.  The
+ * rows of other databases cannot be seen from here: a role dropped from
+ * another database's session is handled when its work comes up
+ * (invoke.c).  These run only where the library is loaded, that is
+ * preloaded (as the workers need it).
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "catalog/namespace.h"
 #include "catalog/pg_database.h"
+#include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
 #include "commands/defrem.h"
 #include "commands/extension.h"
 #include "commands/tablespace.h"
+#include "executor/spi.h"
+#include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "tcop/utility.h"
 #include "utils/acl.h"
+#include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/syscache.h"
 
@@ -221,6 +240,209 @@ database_to_pause(Node *parsetree, bool *rescan)
 	}
 }
 
+/* ------------------------------------------------------------------------
+ * Roles that the engine's rows name (see the header)
+ * ------------------------------------------------------------------------
+ */
+
+/* What a role owns, and what was granted to it or on its sagas. */
+static SagaPlan role_rows_plan = {
+	"SELECT (SELECT count(*) FROM saga.subscription WHERE owner = $1::oid::regrole),"
+	"       (SELECT count(DISTINCT name) FROM saga.definition WHERE owner = $1::oid::regrole),"
+	"       (SELECT count(*) FROM saga.instance WHERE owner = $1::oid::regrole),"
+	"       (SELECT count(*) FROM saga.event_type WHERE owner = $1::oid::regrole),"
+	"       (SELECT count(*) FROM saga.event_grant WHERE grantee = $1::oid::regrole)"
+	"     + (SELECT count(*) FROM saga.saga_grant"
+	"         WHERE grantee = $1::oid::regrole OR owner = $1::oid::regrole)",
+	1, {OIDOID}
+};
+
+/* The same before 1.2, which has no event types nor grants. */
+static SagaPlan role_rows_plan_1_1 = {
+	"SELECT (SELECT count(*) FROM saga.subscription WHERE owner = $1::oid::regrole),"
+	"       (SELECT count(DISTINCT name) FROM saga.definition WHERE owner = $1::oid::regrole),"
+	"       (SELECT count(*) FROM saga.instance WHERE owner = $1::oid::regrole),"
+	"       0::bigint, 0::bigint",
+	1, {OIDOID}
+};
+
+static SagaPlan reassign_plans[] = {
+	{"UPDATE saga.subscription SET owner = $2::oid::regrole WHERE owner = $1::oid::regrole",
+	2, {OIDOID, OIDOID}},
+	{"UPDATE saga.definition SET owner = $2::oid::regrole WHERE owner = $1::oid::regrole",
+	2, {OIDOID, OIDOID}},
+	{"UPDATE saga.instance SET owner = $2::oid::regrole WHERE owner = $1::oid::regrole",
+	2, {OIDOID, OIDOID}},
+	/* 1.2 only, from here */
+	{"UPDATE saga.event_type SET owner = $2::oid::regrole WHERE owner = $1::oid::regrole",
+	2, {OIDOID, OIDOID}},
+	/* a grant the new owner has already given stays once */
+	{"DELETE FROM saga.saga_grant g WHERE g.owner = $1::oid::regrole"
+	 "   AND EXISTS (SELECT FROM saga.saga_grant h"
+	 "                WHERE h.saga_type = g.saga_type AND h.owner = $2::oid::regrole"
+	 "                  AND h.grantee = g.grantee)",
+	2, {OIDOID, OIDOID}},
+	{"UPDATE saga.saga_grant SET owner = $2::oid::regrole WHERE owner = $1::oid::regrole",
+	2, {OIDOID, OIDOID}}
+};
+
+#define REASSIGN_PLANS_1_1	3
+
+static SagaPlan drop_grants_plans[] = {
+	{"DELETE FROM saga.event_grant WHERE grantee = $1::oid::regrole", 1, {OIDOID}},
+	{"DELETE FROM saga.saga_grant WHERE grantee = $1::oid::regrole OR owner = $1::oid::regrole",
+	1, {OIDOID}}
+};
+
+/* Is the extension installed in this database? */
+static bool
+engine_is_here(void)
+{
+	return OidIsValid(get_extension_oid(SAGA_EXTENSION, true)) &&
+		OidIsValid(get_namespace_oid(SAGA_SCHEMA, true));
+}
+
+/* Append "n thing(s)" to a list being built, with ", " or " and ". */
+static void
+append_count(StringInfo buf, int64 n, const char *what, int *items, int total)
+{
+	if (n == 0)
+		return;
+	if (*items > 0)
+		appendStringInfoString(buf, *items == total - 1 ? " and " : ", ");
+	appendStringInfo(buf, INT64_FORMAT " %s%s", n, what, n == 1 ? "" : "s");
+	(*items)++;
+}
+
+/*
+ * DROP ROLE: refuse to drop a role that the engine's rows in this database
+ * name, with what they are.  Only for a caller who may drop roles at all
+ * (else PostgreSQL's own error says so, and tells nothing of the rows).
+ */
+static void
+refuse_drop_role(DropRoleStmt *stmt)
+{
+	ListCell   *lc;
+
+	if (!has_createrole_privilege(GetUserId()) || !engine_is_here())
+		return;
+	foreach(lc, stmt->roles)
+	{
+		RoleSpec   *spec = lfirst(lc);
+		Oid			role;
+		Datum		arg;
+		int64		n[5];
+		int			i;
+		int			owned = 0;
+		int			items = 0;
+		Oid			save_userid;
+		int			save_sec_context;
+		StringInfoData buf;
+
+		if (spec->roletype != ROLESPEC_CSTRING ||
+			!OidIsValid(role = get_role_oid(spec->rolename, true)))
+			continue;			/* PostgreSQL's error, or IF EXISTS */
+
+		arg = ObjectIdGetDatum(role);
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		saga_begin_as_owner(&save_userid, &save_sec_context);
+		saga_execute(saga_schema_is_1_2() ? &role_rows_plan : &role_rows_plan_1_1,
+					 &arg, NULL, true, 0);
+		for (i = 0; i < 5; i++)
+		{
+			bool		isnull;
+
+			n[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+											   SPI_tuptable->tupdesc, i + 1, &isnull));
+		}
+		saga_end_as_owner(save_userid, save_sec_context);
+		SPI_finish();
+
+		for (i = 0; i < 4; i++)
+			owned += n[i] > 0;
+		if (owned == 0 && n[4] == 0)
+			continue;
+
+		initStringInfo(&buf);
+		if (owned > 0)
+		{
+			appendStringInfoString(&buf, "In this database it owns ");
+			append_count(&buf, n[0], "subscription", &items, owned);
+			append_count(&buf, n[1], "saga definition", &items, owned);
+			append_count(&buf, n[2], "saga", &items, owned);
+			append_count(&buf, n[3], "event type", &items, owned);
+			appendStringInfoString(&buf, n[4] > 0 ? ", and " : ".");
+		}
+		else
+			appendStringInfoString(&buf, "In this database ");
+		if (n[4] > 0)
+			appendStringInfo(&buf, INT64_FORMAT " grant%s of the saga engine name%s it.",
+							 n[4], n[4] == 1 ? "" : "s", n[4] == 1 ? "s" : "");
+
+		ereport(ERROR,
+				(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
+				 errmsg("role \"%s\" cannot be dropped because the saga engine still names it",
+						spec->rolename),
+				 errdetail("%s", buf.data),
+				 errhint("Give its rows to another role with REASSIGN OWNED BY %s TO another_role, "
+						 "then take back its grants with DROP OWNED BY %s (or remove its subscriptions "
+						 "with saga_unsubscribe()), in every database that uses saga.",
+						 quote_identifier(spec->rolename), quote_identifier(spec->rolename))));
+	}
+}
+
+/*
+ * After REASSIGN OWNED or DROP OWNED has done its part: the same for the
+ * engine's rows in this database.
+ */
+static void
+roles_after(Node *parsetree)
+{
+	List	   *roles;
+	Oid			newrole = InvalidOid;
+	bool		is_1_2;
+	ListCell   *lc;
+	Oid			save_userid;
+	int			save_sec_context;
+
+	if (!engine_is_here())
+		return;
+	if (IsA(parsetree, ReassignOwnedStmt))
+	{
+		roles = ((ReassignOwnedStmt *) parsetree)->roles;
+		newrole = get_rolespec_oid(((ReassignOwnedStmt *) parsetree)->newrole, false);
+	}
+	else
+		roles = ((DropOwnedStmt *) parsetree)->roles;
+	is_1_2 = saga_schema_is_1_2();
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	saga_begin_as_owner(&save_userid, &save_sec_context);
+	foreach(lc, roles)
+	{
+		Datum		args[2];
+		int			i;
+
+		args[0] = ObjectIdGetDatum(get_rolespec_oid(lfirst(lc), false));
+		args[1] = ObjectIdGetDatum(newrole);
+		if (OidIsValid(newrole))
+		{
+			for (i = 0; i < lengthof(reassign_plans); i++)
+				if (is_1_2 || i < REASSIGN_PLANS_1_1)
+					saga_execute(&reassign_plans[i], args, NULL, false, 0);
+		}
+		else if (is_1_2)
+		{
+			for (i = 0; i < lengthof(drop_grants_plans); i++)
+				saga_execute(&drop_grants_plans[i], args, NULL, false, 0);
+		}
+	}
+	saga_end_as_owner(save_userid, save_sec_context);
+	SPI_finish();
+}
+
 /*
  * The hook: pause what the statement needs paused, note a CREATE EXTENSION
  * run as a restore runs it (see wakeup.c), run the statement, and have the
@@ -244,6 +466,10 @@ saga_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 	if (IsA(parsetree, CreateExtensionStmt))
 		saga_note_create_extension(!check_function_bodies);
 
+	/* a role the engine's rows name is not dropped under them */
+	if (IsA(parsetree, DropRoleStmt))
+		refuse_drop_role((DropRoleStmt *) parsetree);
+
 	/* forgotten if the drop commits, whether we paused or not */
 	if (IsA(parsetree, DropdbStmt))
 		dropped = get_database_oid(((DropdbStmt *) parsetree)->dbname, true);
@@ -262,6 +488,8 @@ saga_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
 								params, queryEnv, dest, qc);
 
+	if (IsA(parsetree, ReassignOwnedStmt) || IsA(parsetree, DropOwnedStmt))
+		roles_after(parsetree);
 	if (IsA(parsetree, CreateExtensionStmt))
 		saga_note_create_extension(false);
 	if (OidIsValid(dropped))

@@ -14,7 +14,10 @@
  *	  idle when we commit but was not sent our NOTIFY (another transaction
  *	  claimed the sending, or the worker went idle after our pre-commit
  *	  look) is woken through its latch just after the commit, so no
- *	  wake-up is lost;
+ *	  wake-up is lost.  A worker counts as busy from its batch's claim
+ *	  of work on (worker.c): wake-ups go to the idle ones, and a NOTIFY
+ *	  sent to the listener just before it found other work is passed on
+ *	  to an idle worker's latch, by the sender or the listener;
  *	- sessions in saga_await(), for sagas that finished: the condition
  *	  variable the saga's id hashes to is broadcast after the commit;
  *	- the launcher, after CREATE EXTENSION saga, after CREATE or DROP
@@ -112,18 +115,27 @@ saga_wake_launcher_at_xact_end(void)
 	rescan_at_xact_end = true;
 }
 
+/*
+ * Should this committed transaction set the latch of an idle worker?  If
+ * it sent no NOTIFY, whenever a worker is idle.  If it sent one, only if
+ * the listening worker it went to is no longer idle: it found other work
+ * since our look (saga_worker_found_work() in worker.c), and reads the
+ * NOTIFY only once that batch is done, which may take as long as a slow
+ * handler takes; or if it has exited since.
+ */
 static bool
-database_has_idle_worker(void)
+should_wake_idle_worker(bool notified)
 {
 	SagaDatabase *db;
-	bool		idle = false;
+	bool		wake = false;
 
 	LWLockAcquire(SagaShmem->lock, LW_SHARED);
 	db = saga_find_database(MyDatabaseId, false);
-	if (db != NULL)
-		idle = pg_atomic_read_u32(&db->idle_workers) > 0;
+	if (db != NULL && pg_atomic_read_u32(&db->idle_workers) > 0)
+		wake = !notified ||
+			db->listener < 0 || !SagaShmem->workers[db->listener].idle;
 	LWLockRelease(SagaShmem->lock);
-	return idle;
+	return wake;
 }
 
 /*
@@ -193,8 +205,10 @@ saga_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_COMMIT:
 			if (SagaShmem != NULL)
 			{
-				if (published_in_xact && !notified_in_xact && MySagaWorker == NULL &&
-					database_has_idle_worker())
+				if (notified_in_xact)
+					saga_note_notify_committed(MyDatabaseId);
+				if (published_in_xact && MySagaWorker == NULL &&
+					should_wake_idle_worker(notified_in_xact))
 					saga_wake_idle_worker(MyDatabaseId);
 				for (i = 0; i < SAGA_AWAIT_CVS; i++)
 					if (finished_cvs_in_xact & (UINT64CONST(1) << i))

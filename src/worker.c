@@ -8,19 +8,25 @@
  * in-process (Async_Listen; SQL LISTEN is refused in background workers)
  * and drains the notification queue with ProcessNotifyInterrupt() whenever
  * a notification arrives, so it never holds the queue's tail back.  Before
- * sleeping a worker marks itself idle and then looks for work once more; a
- * publishing transaction sends NOTIFY only if the listener is idle and no
- * NOTIFY is already on its way, and otherwise sets the latch of an idle
- * worker after its commit, so busy workers cost committing sessions
- * nothing (see wakeup.c).  The poll interval is the backstop for
+ * sleeping a worker marks itself idle and then looks for work once more,
+ * and it is busy again from the moment a look claims work, however long
+ * its handlers then take (saga_worker_found_work()).  A publishing
+ * transaction sends NOTIFY only if the listener is idle and no NOTIFY is
+ * already on its way, and otherwise sets the latch of an idle worker after
+ * its commit, so busy workers cost committing sessions nothing (see
+ * wakeup.c).  The poll interval is the backstop for
  * notifications lost in a crash, and the worker processes whatever is
- * pending as soon as it starts.
+ * pending as soon as it starts.  Anybody may NOTIFY on the channel: a
+ * notification that no publisher of ours marked does not make the worker
+ * look for work (worker_sleep()).
  *
  * Between batches the worker holds no transaction and no snapshot.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
+
+#include <signal.h>
 
 #include "access/xact.h"
 #include "commands/async.h"
@@ -33,6 +39,7 @@
 #include "storage/ipc.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
+#include "utils/guc.h"
 #include "utils/inval.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -92,6 +99,45 @@ static TimestampTz last_sweep = 0;
 #define SAGA_SWEEP_MS	100
 
 /*
+ * Careful mode.  A worker that dies in the middle of a batch (killed,
+ * terminated while a handler hangs, out of memory) takes the whole batch
+ * with it: nothing of it is recorded, not even the attempt, so its
+ * replacement would claim the same deliveries, the deadly one first,
+ * again and again, and every delivery claimed with it would wait.  So for
+ * a while after a worker of the database exited abnormally, and after a
+ * crash, its workers take one delivery at a time and count the attempt in
+ * a transaction of their own before running it (saga_count_next_attempt()
+ * leases it, so no other worker takes it meanwhile): a delivery whose
+ * handler keeps killing its worker is dead-lettered after
+ * saga.max_attempts, and the others go on around it.
+ *
+ * This runs the delivery counted (counted > 0) in a transaction, or
+ * reports the one that was dead-lettered instead (counted < 0).  Returns
+ * 1: work was done.
+ */
+static int
+worker_run_counted(int64 counted)
+{
+	SagaBatchResult r = {1, 0, 0, 0};
+
+	if (counted > 0)
+	{
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		r = saga_dispatch_counted(counted);
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		pgstat_report_stat(false);
+	}
+	MySagaWorker->deliveries += r.done;
+	MySagaWorker->batches++;
+	MySagaWorker->failures += r.failed;
+	MySagaWorker->last_active = GetCurrentTimestamp();
+	return 1;
+}
+
+/*
  * Run one batch in its own transaction.  Returns the number of deliveries
  * claimed, or -1 if the extension is no longer installed here.
  */
@@ -112,7 +158,29 @@ worker_run_batch(void)
 		return -1;
 	}
 	PushActiveSnapshot(GetTransactionSnapshot());
+	/* a logical-replication copy: its publisher runs the sagas (replica.c) */
+	if (saga_worker_in_copy())
+	{
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		return 0;
+	}
 	pgstat_report_activity(STATE_RUNNING, "saga: delivering events");
+
+	/* after a worker died in a batch: one delivery at a time, counted first */
+	if (saga_database_careful(MySagaDatabase))
+	{
+		int64		counted = saga_count_next_attempt();
+
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		if (counted != 0)
+			return worker_run_counted(counted);
+		/* no delivery due: steps and the deadline sweep, as usual */
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		PushActiveSnapshot(GetTransactionSnapshot());
+	}
 
 	/*
 	 * Rounds of deliveries and steps.  What a round's handlers publish is
@@ -210,7 +278,8 @@ worker_purge(void)
 	static TimestampTz last_purge = 0;
 	int			i;
 
-	if (saga_retention == 0 ||
+	/* in a copy, the publisher's purges arrive as deletes */
+	if (saga_retention == 0 || MySagaWorker->copy ||
 		!TimestampDifferenceExceeds(last_purge, GetCurrentTimestamp(),
 									SAGA_PURGE_INTERVAL_MS))
 		return;
@@ -258,6 +327,11 @@ worker_take_listening(void)
 		Async_Listen(SAGA_NOTIFY_CHANNEL);
 }
 
+/*
+ * Mark this worker idle (it is about to sleep, or to look once more before
+ * sleeping) or busy.  Committing publishers read the flag to decide whom
+ * to wake (wakeup.c), and saga_workers shows it.
+ */
 static void
 worker_set_idle(bool idle)
 {
@@ -272,6 +346,58 @@ worker_set_idle(bool idle)
 	}
 	else
 		pg_atomic_fetch_sub_u32(&MySagaDatabase->idle_workers, 1);
+}
+
+/*
+ * The settings the engine's own statements are written for, whatever the
+ * database's defaults say.  ALTER DATABASE ... SET default_transaction_read_only
+ * = on kept every saga from running (the claim locks rows), REPEATABLE READ
+ * as the default made claims fail with serialization errors, and a short
+ * lock_timeout made the workers exit while a DBA held a table lock.  They are
+ * set for the worker's session, as SET would; a handler or step still runs
+ * with its own role's settings on top of them (invoke.c).
+ */
+static void
+worker_pin_settings(void)
+{
+	static const char *const pinned[][2] = {
+		{"default_transaction_isolation", "read committed"},
+		{"default_transaction_read_only", "off"},
+		{"default_transaction_deferrable", "off"},
+		{"lock_timeout", "0"},
+		{"statement_timeout", "0"},
+		{"idle_in_transaction_session_timeout", "0"},
+	};
+	int			i;
+
+	for (i = 0; i < lengthof(pinned); i++)
+		SetConfigOption(pinned[i][0], pinned[i][1], PGC_SUSET, PGC_S_SESSION);
+}
+
+/*
+ * The batch being run has claimed work (deliveries or saga steps; called
+ * by the dispatcher and the step runner right after their claim, in any
+ * session): a worker is busy from here until it has looked again and found
+ * nothing.  It may have been idle until now, since a batch that is a
+ * worker's look for work after a wake-up, or its last look before sleeping,
+ * starts idle, and a worker shown idle while it runs a slow handler would
+ * be sent the wake-ups of work it cannot take up before that handler ends.
+ *
+ * Going busy only after the claim keeps the wake-up promise made by the
+ * idle flag: a publisher that commits after the claim's snapshot and sees
+ * this worker busy is no lost wake-up, since a worker that found work
+ * looks again before it sleeps.  But a NOTIFY already on its way to the
+ * listening worker (a publisher saw it idle) would be read only after the
+ * batch: the worker hands it on to an idle worker's latch.
+ */
+void
+saga_worker_found_work(void)
+{
+	if (MySagaWorker == NULL || !MySagaWorker->idle)
+		return;
+	worker_set_idle(false);		/* a full barrier before the read below */
+	if (listening && pg_atomic_read_u32(&MySagaDatabase->notify_sent) != 0)
+		saga_wake_idle_worker(MySagaWorker->dboid);
 }
 
 /*
@@ -302,6 +428,91 @@ worker_test_probe_delay(void)
 		ResetLatch(MyLatch);
 	}
 	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/*
+ * Notifications nobody of ours sent.  Any role that may connect can send
+ * NOTIFY saga, as often as it likes, and each one sets the listener's
+ * latch.  The listener does not look for work on such a wake-up: a
+ * publisher that sent a NOTIFY marks it committed before it is signalled
+ * (saga_note_notify_committed()), and one that set the latch instead marks
+ * the slot (saga_wake_idle_worker()); anything else is a stranger's, read
+ * and dropped, at most every SAGA_STRANGER_DRAIN_MS, so that a flood of
+ * them costs the listener a few wake-ups a second and keeps the queue's
+ * tail moving.  Our own wake-ups may wait as long behind such a flood.
+ */
+#define SAGA_STRANGER_DRAIN_MS	10
+
+/*
+ * Was the latch set for a reason of ours?  Takes the marks that publishers
+ * leave, so that the next wake-up is judged afresh.
+ */
+static bool
+worker_woken_for_work(void)
+{
+	bool		work = false;
+
+	if (MySagaWorker->wake_requested)
+	{
+		MySagaWorker->wake_requested = false;
+		work = true;
+	}
+	if (pg_atomic_read_u32(&MySagaDatabase->notify_committed) != 0 &&
+		pg_atomic_exchange_u32(&MySagaDatabase->notify_committed, 0) != 0)
+		work = true;
+	return work || !notifyInterruptPending || InterruptPending ||
+		ConfigReloadPending || MySagaWorker->stop_requested;
+}
+
+/*
+ * Sleep until there may be work, or until timeout_ms has passed (the poll,
+ * which a flood of strangers' notifications does not put off).
+ */
+static void
+worker_sleep(long timeout_ms)
+{
+	TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+	TimestampTz last_drain = 0;
+
+	for (;;)
+	{
+		long		remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until);
+		int			rc;
+
+		if (remaining <= 0)
+			return;
+		rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					   remaining, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		if (!(rc & WL_LATCH_SET) || worker_woken_for_work())
+			return;
+
+		/*
+		 * Only a stranger's notifications: read them, now and then.  Every
+		 * NOTIFY that commits signals the listener (SIGUSR1, which carries
+		 * every procsignal); meanwhile the signal is held, so that a flood
+		 * does not wake us once for each NOTIFY.  What it brings is handled
+		 * when it is let through.
+		 */
+		remaining = SAGA_STRANGER_DRAIN_MS -
+			TimestampDifferenceMilliseconds(last_drain, GetCurrentTimestamp());
+		if (remaining > 0)
+		{
+			sigset_t	procsignal;
+			sigset_t	saved;
+
+			sigemptyset(&procsignal);
+			sigaddset(&procsignal, SIGUSR1);
+			sigprocmask(SIG_BLOCK, &procsignal, &saved);
+			(void) WaitLatch(NULL, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 remaining, PG_WAIT_EXTENSION);
+			sigprocmask(SIG_SETMASK, &saved, NULL);
+		}
+		CHECK_FOR_INTERRUPTS();
+		if (notifyInterruptPending)
+			ProcessNotifyInterrupt(false);
+		last_drain = GetCurrentTimestamp();
+	}
 }
 
 /*
@@ -380,11 +591,7 @@ worker_loop(Oid dboid)
 		}
 
 		pgstat_report_activity(STATE_IDLE, NULL);
-		(void) WaitLatch(MyLatch,
-						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 retry_soon ? Min(saga_poll_interval, 20) : saga_poll_interval,
-						 PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
+		worker_sleep(retry_soon ? Min(saga_poll_interval, 20) : saga_poll_interval);
 	}
 }
 
@@ -455,6 +662,7 @@ saga_worker_main(Datum main_arg)
 
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 	pgstat_report_appname("saga worker");
+	worker_pin_settings();
 
 	/*
 	 * Is the extension here?  Then listen before looking for work.  The

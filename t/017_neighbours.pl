@@ -1,0 +1,179 @@
+# Hostile neighbours (1.2): work that waits does not hold up other work.
+#	- a handler that hangs is cancelled after saga.handler_timeout (or its
+#	  role's statement_timeout) and retried like any failure; the orders
+#	  placed meanwhile end;
+#	- a worker terminated again and again while a handler hangs (no time
+#	  limit): each attempt counts, the delivery is dead-lettered after
+#	  saga.max_attempts, and the order claimed with it is not held hostage;
+#	- a row held FOR UPDATE by another session: one customer's deliveries
+#	  wait for it, another customer's order goes through, and saga_stuck
+#	  shows the waiting ones;
+#	- database defaults that used to keep workers from running
+#	  (default_transaction_read_only, REPEATABLE READ, a 1 ms lock_timeout).
+# Handlers run as an application role with the README's grants.
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use SagaTest;
+use Time::HiRes qw(usleep time);
+
+my $node = saga_node('neighbours', q{
+saga.workers = 2
+saga.poll_interval = 200
+saga.max_attempts = 3
+saga.retry_backoff = 100
+saga.handler_timeout = 2s
+});
+
+$node->safe_psql(
+	'postgres', q{
+	CREATE EXTENSION saga;
+	SELECT saga_set_balance('alice', 1000), saga_set_balance('bob', 1000);
+	SELECT saga_set_stock('widget', 1000);
+	CREATE ROLE app;
+	GRANT EXECUTE ON FUNCTION
+	    saga_publish(text, jsonb, bigint, text),
+	    saga_subscribe(text, text, regprocedure, text, boolean, text),
+	    saga_unsubscribe(text, text)
+	TO app;
+	CREATE SCHEMA app AUTHORIZATION app;
+	SET ROLE app;
+	CREATE FUNCTION app.hang(e saga.event) RETURNS void LANGUAGE sql
+	    AS $$ SELECT pg_sleep(3600) $$;
+	CREATE FUNCTION app.nap(e saga.event) RETURNS void LANGUAGE sql
+	    AS $$ SELECT pg_sleep(0.5) $$;
+	SELECT saga_subscribe('hanger', 'Hang', 'app.hang(saga.event)');
+	SELECT saga_subscribe('napper', 'Nap', 'app.nap(saga.event)');});
+
+sub sql { return $node->safe_psql('postgres', $_[0]); }
+
+# Orders placed now end (within the poll timeout); returns their ids.
+sub orders_end
+{
+	my ($n, $customer) = @_;
+	my $ids = sql("SELECT string_agg(saga_place_order('$customer', 'widget', 1, 1.00, "
+		  . "CASE WHEN i % 2 = 0 THEN 'orchestration' ELSE 'choreography' END)::text, ',') "
+		  . "FROM generate_series(1, $n) i");
+	return $node->poll_query_until('postgres',
+		"SELECT count(*) = 0 FROM saga_orders WHERE order_id IN ($ids) AND status = 'pending'",
+		't')
+	  ? $ids : undef;
+}
+
+# --- 1. a hanging handler is cancelled after saga.handler_timeout -----------
+
+sql("SET ROLE app; SELECT saga_publish('Hang'), saga_publish('Hang')");
+usleep(300_000);    # both workers are in it now
+my $t0 = time;
+ok(orders_end(10, 'bob'), 'orders placed while both workers hang end');
+my $took = time - $t0;
+note("10 orders took $took s with two hanging handlers and saga.handler_timeout = 2s");
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) = 2 FROM saga_dead_letters WHERE consumer = 'hanger'"),
+	'the hanging deliveries are dead-lettered after saga.max_attempts');
+like(sql("SELECT min(last_error) FROM saga_dead_letters WHERE consumer = 'hanger'"),
+	qr/^app\.hang\(saga\.event\) ran longer than its time limit of 2000 ms \(SQLSTATE 57014\)/,
+	'their last error names the time limit');
+is(sql("SELECT min(attempts) || '-' || max(attempts) FROM saga_dead_letters WHERE consumer = 'hanger'"),
+	'3-3', 'each after three attempts');
+
+# a role's own statement_timeout is its handlers' limit when shorter
+sql("ALTER ROLE app SET statement_timeout = '100ms'");
+my $nap = sql("SET ROLE app; SELECT saga_publish('Nap')");
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) = 1 FROM saga_dead_letters WHERE event_id = $nap "
+		  . "AND last_error LIKE 'app.nap(saga.event) ran longer than its time limit of 100 ms%'"),
+	"a 0.5 s handler of a role with statement_timeout = 100ms is cancelled after 100 ms");
+sql("ALTER ROLE app RESET statement_timeout");
+
+# --- 2. terminated while it hangs, with no time limit -----------------------
+
+sql("ALTER SYSTEM SET saga.handler_timeout = 0; SELECT pg_reload_conf()");
+usleep(500_000);
+my $killer = sql("SET ROLE app; SELECT saga_publish('Hang')");
+my $hostage = sql("SELECT saga_place_order('alice', 'widget', 1, 1.00)");
+my $kills = 0;
+my $deadline = time + 120;
+while (time < $deadline)
+{
+	last if sql("SELECT status FROM saga.delivery WHERE event_id = $killer") eq 'dead';
+	my $pid = sql("SELECT pid FROM pg_stat_activity WHERE backend_type = 'saga worker' "
+		  . "AND wait_event = 'PgSleep' LIMIT 1");
+	if ($pid ne '')
+	{
+		sql("SELECT pg_terminate_backend($pid)");
+		$kills++;
+	}
+	usleep(200_000);
+}
+is(sql("SELECT status FROM saga.delivery WHERE event_id = $killer"), 'dead',
+	"the delivery whose handler hangs is dead-lettered after $kills terminations");
+cmp_ok($kills, '<=', 5, 'after about saga.max_attempts of them (its attempts counted before it ran)');
+like(sql("SELECT last_error FROM saga.delivery WHERE event_id = $killer"),
+	qr/did not finish 3 times/, 'its last error says the worker running it exited');
+is(sql("SELECT saga_await($hostage, '30 s')"), 'completed',
+	'the order placed with it completed');
+
+sql("ALTER SYSTEM SET saga.handler_timeout = '2s'; SELECT pg_reload_conf()");
+
+# --- 3. a row held FOR UPDATE by another session ----------------------------
+
+my $holder = $node->background_psql('postgres');
+$holder->query_safe("BEGIN; SELECT * FROM saga.account WHERE customer = 'alice' FOR UPDATE");
+my $alice = sql("SELECT string_agg(saga_place_order('alice', 'widget', 1, 1.00)::text, ',') "
+	  . "FROM generate_series(1, 20)");
+my $bob = sql("SELECT saga_place_order('bob', 'widget', 1, 1.00)");
+$t0 = time;
+is(sql("SELECT saga_await($bob, '10 s')"), 'completed',
+	"bob's order completes while alice's account is locked by another session");
+note(sprintf("bob's order took %.2f s behind 20 blocked orders", time - $t0));
+is(sql("SELECT count(*) FROM saga_orders WHERE order_id IN ($alice) AND status = 'pending'"),
+	'20', "alice's 20 orders wait");
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) > 0 FROM saga_stuck WHERE problem = 'waiting for a lock' "
+		  . "AND saga_id IN ($alice)"),
+	"saga_stuck shows alice's deliveries waiting for a lock");
+$holder->query_safe('COMMIT');
+$holder->quit;
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) = 0 FROM saga_orders WHERE order_id IN ($alice) AND status = 'pending'"),
+	"once the lock is released, alice's orders end");
+is(sql("SELECT count(*) FROM saga_orders WHERE order_id IN ($alice) AND status = 'completed'"),
+	'20', 'all of them completed');
+
+# --- 4. database defaults the engine's statements do not follow ----------------
+
+my @before = saga_worker_pids($node, 'postgres');
+sql("ALTER DATABASE postgres SET default_transaction_read_only = on; "
+	  . "ALTER DATABASE postgres SET default_transaction_isolation = 'repeatable read'; "
+	  . "ALTER DATABASE postgres SET lock_timeout = '1ms'");
+# new workers connect with the new defaults
+sql("SET default_transaction_read_only = off; "
+	  . "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'saga worker'");
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) = 2 FROM pg_stat_activity WHERE backend_type = 'saga worker' "
+		  . "AND pid NOT IN (" . join(',', @before, 0) . ")"),
+	'new workers started under the database defaults');
+my @under = saga_worker_pids($node, 'postgres');
+my $ids = $node->safe_psql('postgres',
+	"SET default_transaction_read_only = off; SET default_transaction_isolation = 'read committed'; "
+	  . "SELECT string_agg(saga_place_order('bob', 'widget', 1, 1.00, "
+	  . "CASE WHEN i % 2 = 0 THEN 'orchestration' ELSE 'choreography' END)::text, ',') "
+	  . "FROM generate_series(1, 20) i");
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) = 0 FROM saga_orders WHERE order_id IN ($ids) AND status = 'pending'"),
+	'orders end under default_transaction_read_only, REPEATABLE READ and lock_timeout = 1ms');
+is(join(' ', saga_worker_pids($node, 'postgres')), join(' ', @under),
+	'and the workers did not exit');
+is( $node->safe_psql('postgres',
+		"SELECT count(*) FROM saga_workers WHERE database = 'postgres' AND last_error IS NOT NULL "
+		  . "AND last_error_at > now() - interval '1 minute'"),
+	'0', 'saga_workers shows no recent error');
+
+$node->stop;
+done_testing();
