@@ -37,7 +37,7 @@ REGRESS_WORKERS_OPTS = --dbname=saga_workers_regression --temp-instance=tmp_chec
 
 # Concurrency specs: sessions calling saga_run_pending() stand for workers
 # (the same claim-and-dispatch code), so that the interleavings are exact.
-ISOLATION = race_last_unit race_balance claim_skip_locked sweep_tied_deadlines
+ISOLATION = race_last_unit race_balance claim_skip_locked sweep_tied_deadlines abort_race
 ISOLATION_OPTS = --temp-instance=tmp_check_isolation --temp-config=$(srcdir)/test/no_preload.conf
 
 TAP_TESTS = 1
