@@ -6,10 +6,32 @@
 # compensation, and for each saga of either pattern the fate of each step:
 # success, a business rejection, a technical error some times then success
 # (or until it is given up), a compensation that fails some times (or until
-# an operator fixes it), a step that outlives the saga's deadline.  Clients
+# an operator fixes it), a step that outlives the saga's deadline (within
+# the time limit of a step: slow, not hanging).  Clients
 # start the sagas, some with deadlines, and cancel some at random moments;
 # a worker is killed with SIGKILL and the server stopped in immediate mode
 # in the middle.  An operator fixes what is stuck, as a person would.
+#
+# Two hostile neighbours share the database with them:
+#	- hanging participants: a few percent of the sagas have a step, or a
+#	  compensation, that hangs (pg_sleep far beyond saga.handler_timeout)
+#	  some times then succeeds, or every time until it is given up.  The
+#	  time limit cancels it, which is a technical error like any other (the
+#	  attempt counts towards saga.max_attempts), so these fates are the
+#	  "technical error" ones above, and the model predicts them alike.  A
+#	  few sagas have a step that hangs until a terminator session ends its
+#	  worker with pg_terminate_backend, once or twice; the step then
+#	  succeeds.  Whether such an attempt counts depends on the worker's
+#	  careful mode, so for them the model asserts the outcome only (and
+#	  that each was terminated as often as its plan says);
+#	- a held lock: a locker session takes the account rows of the sagas
+#	  that have a "customer" (a few percent; their steps and compensations
+#	  charge and refund that row) FOR UPDATE at random moments, for a
+#	  random 0.5 to 3 s, and holds each until a saga that does not need
+#	  the row has ended meanwhile (or none is left).  A lock wait is not a failure and never counts as an
+#	  attempt: those sagas must end exactly as their plan says, the
+#	  accounts must match the ledger, and no hold may wait in vain for the
+#	  other sagas to end (they must not be held up by it).
 #
 # Then three judges look at the result:
 #	- saga_check(), the extension's own history checker, on the engine's
@@ -21,7 +43,9 @@
 #	- the model: a saga that was neither cancelled nor given a deadline
 #	  ends exactly as its plan says (completed, or failed at the first step
 #	  that says no, with the steps before it undone).
-# And saga_await() and saga_status() must agree with the record.
+# And saga_await() and saga_status() must agree with the record.  A check
+# of the mix makes sure that the run had each fate in it: a judge that saw
+# no hang cancelled, no worker terminated, no lock wait proves nothing.
 #
 # Environment:
 #	SAGA_CHECK_SEED     the seed (default: random; printed at the start and
@@ -51,6 +75,10 @@ my $PER_TX = 10;           # sagas started per client transaction
 my $SHAPES = 12;           # saga definitions
 my $MAX_ATTEMPTS = 4;      # saga.max_attempts
 my $GIVE_UP = 99;          # a failure count that outlasts saga.max_attempts
+my $HANDLER_TIMEOUT = 1000; # saga.handler_timeout, ms: a hang is cancelled
+my $CUSTOMERS = 3;         # accounts the locker takes at random moments
+# sagas whose step hangs until its worker is terminated (both patterns)
+my $KILLS = $SAGAS >= 20 ? int($SAGAS / 1500) + 2 : 0;
 
 diag("SAGA_CHECK_SEED=$SEED SAGA_CHECK_SAGAS=$SAGAS SAGA_CHECK_CRASHES=$CRASHES");
 srand($SEED);
@@ -62,6 +90,7 @@ saga.workers = 2
 saga.poll_interval = 100
 saga.max_attempts = $MAX_ATTEMPTS
 saga.retry_backoff = 10
+saga.handler_timeout = $HANDLER_TIMEOUT
 restart_after_crash = on
 log_lock_waits = on
 deadlock_timeout = 100ms
@@ -85,7 +114,8 @@ TO chk_app;
 -- A step that fails a given number of times counts its attempts in the
 -- engine's record (what it writes itself is rolled back with the failure);
 -- one that outlives its deadline reads the deadline.
-GRANT SELECT (id, attempts, deadline) ON saga.instance TO chk_app;
+-- The locker polls for sagas that ended while it holds a lock.
+GRANT SELECT (id, status, attempts, deadline, finished_at) ON saga.instance TO chk_app;
 GRANT SELECT (event_id, subscription_id, attempts) ON saga.delivery TO chk_app;
 CREATE SCHEMA chk AUTHORIZATION chk_app;
 });
@@ -93,9 +123,13 @@ CREATE SCHEMA chk AUTHORIZATION chk_app;
 my $services = q{
 SET ROLE chk_app;
 
--- One row per saga: its pattern, definition, and per step
--- {"o": ok | reject | error | slow, "n": failures before success,
---  "c": has a compensation, "cf": failures of the compensation}.
+-- One row per saga: its pattern, definition, customer (whose account its
+-- steps charge, if any), and per step
+-- {"o": ok | reject | error | hang | kill | slow,
+--  "n": failures (error: raises, hang: hangs) before success, or for kill
+--       how many times its worker is terminated,
+--  "c": has a compensation, "cf": failures of the compensation,
+--  "ch": the compensation's failures are hangs}.
 CREATE TABLE chk.plan (
     n          integer PRIMARY KEY,
     saga_id    bigint NOT NULL UNIQUE,
@@ -105,8 +139,24 @@ CREATE TABLE chk.plan (
     steps      jsonb NOT NULL,
     deadline_ms integer,
     cancel_planned boolean NOT NULL,
-    batch      integer NOT NULL
+    batch      integer NOT NULL,
+    customer   integer
 );
+-- The customers' accounts: a step done charges one, a compensation refunds
+-- it.  The locker holds these rows at random moments.
+CREATE TABLE chk.account (customer integer PRIMARY KEY, balance integer NOT NULL DEFAULT 0);
+-- The locker's holds: which account, from when, until when (NULL: a crash
+-- ended it), how many sagas of no customer ended meanwhile and how many
+-- were still pending at its end, and whether the end of the run cut it
+-- short.
+CREATE TABLE chk.hold (id bigserial, customer integer, held_from timestamptz, held_until timestamptz,
+                       others_ended bigint, others_pending bigint, stopped boolean);
+-- The terminator's victims: the worker it terminated while step k of a
+-- saga hung (written by the terminator before it terminates).
+CREATE TABLE chk.killed (saga_id bigint, k integer, pid integer,
+                         at timestamptz DEFAULT clock_timestamp());
+-- Which neighbours are to stop.
+CREATE TABLE chk.stop (who text PRIMARY KEY);
 -- What the steps did and undid.  No unique key on purpose: an effect
 -- applied twice shows up as two rows.
 CREATE TABLE chk.ledger (
@@ -123,16 +173,41 @@ CREATE TABLE chk.cancel (n integer, saga_id bigint, cancelled boolean,
 CREATE TABLE chk.awaited (saga_id bigint, status text, at timestamptz DEFAULT clock_timestamp());
 CREATE TABLE chk.sub (consumer text PRIMARY KEY, id integer NOT NULL);
 
--- Sleep until a moment after the saga's deadline (a step that outlives it).
+-- Sleep until a moment after the saga's deadline (a step that outlives it),
+-- but not into saga.handler_timeout: this is a slow step, not a hanging one.
 CREATE FUNCTION chk.outlive_deadline(sid bigint) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     dl timestamptz;
 BEGIN
     SELECT deadline INTO dl FROM saga.instance WHERE id = sid;
     IF dl IS NOT NULL THEN
-        PERFORM pg_sleep(least(1.5, greatest(0, extract(epoch FROM dl - clock_timestamp())) + 0.3));
+        PERFORM pg_sleep(least(0.8, greatest(0, extract(epoch FROM dl - clock_timestamp())) + 0.3));
     END IF;
 END $$;
+
+-- Hang: only saga.handler_timeout (or a terminated worker) ends this.
+CREATE FUNCTION chk.hang() RETURNS void LANGUAGE sql AS 'SELECT pg_sleep(600)';
+
+-- Hang until the terminator has ended the worker running step k of a saga
+-- the given number of times.  The terminator finds the hang by its
+-- advisory lock (the saga and the step) and when it began by the
+-- application_name.
+CREATE FUNCTION chk.hang_until_killed(sid bigint, k integer, times integer)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF (SELECT count(*) FROM chk.killed c WHERE c.saga_id = sid AND c.k = hang_until_killed.k) >= times THEN
+        RETURN;
+    END IF;
+    PERFORM set_config('application_name',
+                       'chk_hang ' || extract(epoch FROM clock_timestamp()), true);
+    PERFORM pg_advisory_xact_lock(sid::integer, 1000 + k);
+    PERFORM chk.hang();
+END $$;
+
+-- Charge (or refund) a customer's account for a step.
+CREATE FUNCTION chk.charge(customer integer, amount integer) RETURNS void LANGUAGE sql AS $$
+    UPDATE chk.account a SET balance = a.balance + amount WHERE a.customer = charge.customer
+$$;
 
 -- Does the compensation of step k fail this time?
 CREATE FUNCTION chk.undo_fails(sid bigint, st jsonb, k integer, tries integer)
@@ -153,8 +228,12 @@ BEGIN
         RETURN;
     END IF;
     IF chk.undo_fails(p.saga_id, st, k, tries) THEN
+        IF (st->>'ch')::boolean THEN
+            PERFORM chk.hang();
+        END IF;
         RAISE EXCEPTION 'compensation of step % of saga % is broken (attempt %)', k, p.saga_id, tries + 1;
     END IF;
+    PERFORM chk.charge(p.customer, -1);
     INSERT INTO chk.ledger (saga_id, k, kind) VALUES (p.saga_id, k, 'undo');
 END $$;
 
@@ -163,17 +242,24 @@ CREATE FUNCTION chk.o_act(data jsonb, k integer) RETURNS jsonb LANGUAGE plpgsql 
 DECLARE
     sid bigint := (data->>'saga_id')::bigint;
     st jsonb;
+    cust integer;
     tries integer;
 BEGIN
-    SELECT p.steps->k INTO st FROM chk.plan p WHERE p.saga_id = sid;
+    SELECT p.steps->k, p.customer INTO st, cust FROM chk.plan p WHERE p.saga_id = sid;
     SELECT attempts INTO tries FROM saga.instance WHERE id = sid;
-    IF st->>'o' = 'error' AND tries < (st->>'n')::integer THEN
+    IF st->>'o' IN ('error', 'hang') AND tries < (st->>'n')::integer THEN
+        IF st->>'o' = 'hang' THEN
+            PERFORM chk.hang();
+        END IF;
         RAISE EXCEPTION 'step % of saga % is broken (attempt %)', k, sid, tries + 1;
     ELSIF st->>'o' = 'reject' THEN
         PERFORM saga_reject(format('step %s said no', k));
     ELSIF st->>'o' = 'slow' THEN
         PERFORM chk.outlive_deadline(sid);
+    ELSIF st->>'o' = 'kill' THEN
+        PERFORM chk.hang_until_killed(sid, k, (st->>'n')::integer);
     END IF;
+    PERFORM chk.charge(cust, 1);
     INSERT INTO chk.ledger (saga_id, k, kind) VALUES (sid, k, 'do');
     RETURN jsonb_build_object('s' || k, true);
 END $$;
@@ -190,8 +276,12 @@ BEGIN
         RAISE EXCEPTION 'saga % compensates step %, which it never did', sid, k;
     END IF;
     IF chk.undo_fails(sid, p.steps->k, k, tries) THEN
+        IF (p.steps->k->>'ch')::boolean THEN
+            PERFORM chk.hang();
+        END IF;
         RAISE EXCEPTION 'compensation of step % of saga % is broken (attempt %)', k, sid, tries + 1;
     END IF;
+    PERFORM chk.charge(p.customer, -1);
     INSERT INTO chk.ledger (saga_id, k, kind) VALUES (sid, k, 'undo');
     RETURN jsonb_build_object('u' || k, true);
 END $$;
@@ -215,14 +305,20 @@ DECLARE
 BEGIN
     SELECT * INTO p FROM chk.plan WHERE saga_id = e.saga_id FOR UPDATE;
     st := p.steps->k;
-    IF st->>'o' = 'error' AND tries < (st->>'n')::integer THEN
+    IF st->>'o' IN ('error', 'hang') AND tries < (st->>'n')::integer THEN
+        IF st->>'o' = 'hang' THEN
+            PERFORM chk.hang();
+        END IF;
         RAISE EXCEPTION 'step % of saga % is broken (attempt %)', k, e.saga_id, tries + 1;
     ELSIF st->>'o' = 'reject' THEN
         PERFORM saga_publish('Failed' || k, jsonb_build_object('k', k, 'reason', format('step %s said no', k)));
         RETURN;
     ELSIF st->>'o' = 'slow' THEN
         PERFORM chk.outlive_deadline(e.saga_id);
+    ELSIF st->>'o' = 'kill' THEN
+        PERFORM chk.hang_until_killed(e.saga_id, k, (st->>'n')::integer);
     END IF;
+    PERFORM chk.charge(p.customer, 1);
     INSERT INTO chk.ledger (saga_id, k, kind) VALUES (e.saga_id, k, 'do');
     IF k + 1 < p.nsteps THEN
         PERFORM saga_publish('Step' || (k + 1), jsonb_build_object('k', k + 1));
@@ -267,7 +363,7 @@ END $$;
 
 -- What the clients call.
 CREATE FUNCTION chk.start(n integer, batch integer, pattern text, def integer, steps jsonb,
-                          deadline_ms integer, cancel_planned boolean)
+                          deadline_ms integer, cancel_planned boolean, customer integer)
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
     dl interval := deadline_ms * interval '1 millisecond';
@@ -279,7 +375,7 @@ BEGIN
         id := saga_begin('chk_c', dl);
     END IF;
     INSERT INTO chk.plan VALUES (n, id, pattern, def, jsonb_array_length(steps), steps,
-                                 deadline_ms, cancel_planned, batch);
+                                 deadline_ms, cancel_planned, batch, customer);
     IF pattern = 'choreography' THEN
         PERFORM saga_publish('Step0', '{"k": 0}', id, 'client');
     END IF;
@@ -296,6 +392,53 @@ CREATE FUNCTION chk.await(n integer) RETURNS void LANGUAGE sql AS $$
     INSERT INTO chk.awaited (saga_id, status)
     SELECT p.saga_id, saga_await(p.saga_id, '20 milliseconds') FROM chk.plan p WHERE p.n = await.n
 $$;
+
+-- The locker: at random moments, hold a random customer's account row for
+-- a random 0.5 to 3 s, and on until a saga of no customer has ended
+-- meanwhile, or none is pending (at most 30 s: a hold that saw none end
+-- has held the others up).  Until told to stop.
+CREATE PROCEDURE chk.hold_locks(seed float8) LANGUAGE plpgsql AS $$
+DECLARE
+    v_id bigint;
+    v_customer integer;
+    v_hold float8;
+    v_from timestamptz;
+    v_others bigint;
+    v_pending bigint;
+    v_stopped boolean;
+BEGIN
+    PERFORM setseed(seed);
+    LOOP
+        PERFORM pg_sleep(0.1 + random() * 1.4);
+        EXIT WHEN EXISTS (SELECT FROM chk.stop WHERE who = 'locker');
+        v_customer := 1 + floor(random() * (SELECT count(*) FROM chk.account))::integer;
+        v_hold := 0.5 + random() * 2.5;
+        INSERT INTO chk.hold (customer, held_from) VALUES (v_customer, clock_timestamp())
+        RETURNING id INTO v_id;
+        COMMIT;
+        PERFORM FROM chk.account a WHERE a.customer = v_customer FOR UPDATE;
+        v_from := clock_timestamp();
+        LOOP
+            PERFORM pg_sleep(0.05);
+            SELECT count(*) INTO v_others
+              FROM saga.instance i JOIN chk.plan p ON p.saga_id = i.id
+             WHERE p.customer IS NULL AND i.finished_at > v_from;
+            SELECT count(*) INTO v_pending
+              FROM saga.instance i JOIN chk.plan p ON p.saga_id = i.id
+             WHERE p.customer IS NULL AND i.status = 'pending';
+            v_stopped := EXISTS (SELECT FROM chk.stop WHERE who = 'locker');
+            EXIT WHEN v_stopped
+                   OR ((v_others > 0 OR v_pending = 0)
+                       AND clock_timestamp() >= v_from + v_hold * interval '1 second')
+                   OR clock_timestamp() >= v_from + interval '30 seconds';
+        END LOOP;
+        UPDATE chk.hold h
+           SET held_from = v_from, held_until = clock_timestamp(), others_ended = v_others,
+               others_pending = v_pending, stopped = v_stopped
+         WHERE h.id = v_id;
+        COMMIT;
+    END LOOP;
+END $$;
 };
 
 # step k's action and compensation as functions of one argument
@@ -331,7 +474,41 @@ for my $d (0 .. $SHAPES - 1)
 		} 0 .. $#comp)
 	  . ");\n";
 }
+$services .= "INSERT INTO chk.account (customer) SELECT generate_series(1, $CUSTOMERS);\n";
 $node->safe_psql('postgres', $services);
+
+# The terminator (a superuser, who may end workers): a worker that hangs in
+# chk.hang_until_killed() is terminated, if its hang began less than 600 ms
+# ago (well within saga.handler_timeout: the time limit cannot end it between
+# the look and the termination).  The victim is written down first, so that
+# the next attempt at the step sees it; pg_terminate_backend waits for the
+# worker to be gone, so that no hang is counted twice.
+$node->safe_psql('postgres', q{
+CREATE PROCEDURE chk.terminate_hangs() LANGUAGE plpgsql AS $$
+DECLARE
+    v_pids integer[];
+BEGIN
+    LOOP
+        EXIT WHEN EXISTS (SELECT FROM chk.stop WHERE who = 'terminator');
+        WITH h AS (
+            SELECT DISTINCT l.pid, l.classid::bigint AS saga_id, l.objid::bigint - 1000 AS k
+              FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+             WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND l.granted
+               AND l.objid::bigint BETWEEN 1000 AND 1099
+               AND a.backend_type = 'saga worker'
+               AND a.application_name LIKE 'chk_hang %'
+               AND to_timestamp(split_part(a.application_name, ' ', 2)::float8)
+                   > clock_timestamp() - interval '600 milliseconds'),
+        ins AS (
+            INSERT INTO chk.killed (saga_id, k, pid) SELECT saga_id, k, pid FROM h
+            RETURNING pid)
+        SELECT array_agg(pid) INTO v_pids FROM ins;
+        COMMIT;
+        PERFORM pg_terminate_backend(p, 5000) FROM unnest(v_pids) p;
+        PERFORM pg_sleep(0.02);
+    END LOOP;
+END $$;
+});
 ok(wait_saga_workers($node, 'postgres', 2), 'two workers serve the database');
 
 ##############################################################################
@@ -349,6 +526,10 @@ for my $u (0 .. $nunits - 1)
 	my $unit = { batch => $u, start => [], cancel => [], await => [] };
 	push @{ $units[$c] }, $unit;
 }
+# The sagas whose step hangs until its worker is terminated: spread over
+# the first half of the run (each termination slows the workers down for
+# a while: a restart, then careful mode), alternately of each pattern.
+my %kill_saga = map { 1 + int(($_ + 0.5) * $SAGAS / $KILLS / 2) => $_ } 0 .. $KILLS - 1;
 for my $n (1 .. $SAGAS)
 {
 	my $u = int(($n - 1) / $PER_TX);
@@ -357,8 +538,11 @@ for my $n (1 .. $SAGAS)
 	my $pattern = rand() < 0.5 ? 'orchestration' : 'choreography';
 	my $def = int(rand($SHAPES));
 	my $deadline = rand() < 0.25 ? 150 + int(rand(1350)) : undef;
+	my $customer = rand() < 0.06 ? 1 + int(rand($CUSTOMERS)) : undef;
+	my $cancel = rand() < 0.15;
+	my $nsteps = @{ $shapes[$def] };
 	my @steps;
-	for my $k (0 .. $#{ $shapes[$def] })
+	for my $k (0 .. $nsteps - 1)
 	{
 		my $r = rand();
 		my ($o, $fails) =
@@ -373,15 +557,43 @@ for my $n (1 .. $SAGAS)
 		    $r2 < 0.80 ? 0
 		  : $r2 < 0.95 ? 1 + int(rand($MAX_ATTEMPTS - 1))
 		  :              $GIVE_UP;
-		push @steps,
-		  sprintf('{"o": "%s", "n": %d, "c": %s, "cf": %d}',
-			$o, $fails, $shapes[$def][$k] ? 'true' : 'false', $cf);
+		push @steps, { o => $o, n => $fails, c => $shapes[$def][$k], cf => $cf, ch => 0 };
 	}
-	my $cancel = rand() < 0.15;
+	# a hanging participant: a step, or a compensation, that hangs instead
+	# of raising its technical errors
+	if (rand() < 0.015)
+	{
+		my $st = $steps[ int(rand($nsteps)) ];
+		my $fails = rand() < 0.25 ? $GIVE_UP : 1 + int(rand($MAX_ATTEMPTS - 1));
+		if ($st->{c} && rand() < 0.3)
+		{
+			@$st{qw(cf ch)} = ($fails, 1);
+		}
+		else
+		{
+			@$st{qw(o n)} = ('hang', $fails);
+		}
+	}
+	# a step that hangs until its worker is terminated, once or twice, in a
+	# saga left alone that gets to it
+	if (exists $kill_saga{$n})
+	{
+		$pattern = $kill_saga{$n} % 2 ? 'choreography' : 'orchestration';
+		($deadline, $cancel, $customer) = (undef, 0, undef);
+		my $k = int(rand($nsteps));
+		@{ $steps[$_] }{qw(o n)} = ('ok', 0) for 0 .. $k - 1;
+		@{ $steps[$k] }{qw(o n)} = ('kill', 1 + int(rand(2)));
+	}
+	my $steps = join(', ',
+		map {
+			sprintf('{"o": "%s", "n": %d, "c": %s, "cf": %d, "ch": %s}',
+				$_->{o}, $_->{n}, $_->{c} ? 'true' : 'false',
+				$_->{cf}, $_->{ch} ? 'true' : 'false')
+		} @steps);
 	push @{ $units[$c][$i]{start} },
-	  sprintf("SELECT chk.start(%d, %d, '%s', %d, '[%s]', %s, %s);",
-		$n, $u, $pattern, $def, join(', ', @steps),
-		$deadline // 'NULL', $cancel ? 'true' : 'false');
+	  sprintf("SELECT chk.start(%d, %d, '%s', %d, '[%s]', %s, %s, %s);",
+		$n, $u, $pattern, $def, $steps,
+		$deadline // 'NULL', $cancel ? 'true' : 'false', $customer // 'NULL');
 	if ($cancel)
 	{
 		# at a random moment: right after its start, or a few units later
@@ -433,6 +645,46 @@ sub start_clients
 	return @handles;
 }
 
+# The neighbours: the locker (as the services' role) and the terminator (a
+# superuser), each a psql that runs its procedure until told to stop.  A
+# crash ends them; they start again with the clients of the next round.
+sub start_neighbours
+{
+	my @handles;
+	for my $nb (
+		[ 'locker', ' user=chk_app', sprintf('CALL chk.hold_locks(%.6f)', 2 * rand() - 1) ],
+		[ 'terminator', '', 'CALL chk.terminate_hangs()' ])
+	{
+		my ($name, $user, $sql) = @$nb;
+		my ($out, $err) = ('', '');
+		my $h = IPC::Run::start(
+			[
+				'psql', '-XAtq', '-v', 'ON_ERROR_STOP=1', '-d',
+				$node->connstr('postgres') . "$user application_name=chk_$name",
+				'-c', $sql
+			],
+			'>', \$out, '2>', \$err,
+			IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
+		push @handles, { name => $name, h => $h, err => \$err };
+	}
+	return @handles;
+}
+
+# Tell a neighbour to stop (unless it is gone with a crash) and wait for it.
+sub stop_neighbour
+{
+	my ($name, $crashed, @neighbours) = @_;
+	$node->safe_psql('postgres',
+		"INSERT INTO chk.stop VALUES ('$name') ON CONFLICT DO NOTHING")
+	  unless $crashed;
+	for my $nb (grep { $_->{name} eq $name } @neighbours)
+	{
+		eval { $nb->{h}->finish; };
+		diag("$name error: ${ $nb->{err} }")
+		  if !$crashed && ${ $nb->{err} } =~ /ERROR|FATAL/;
+	}
+}
+
 # Wait for the clients; after a crash they are gone, and what they had
 # committed stays.
 sub reap_clients
@@ -474,6 +726,7 @@ sub wait_started
 for my $crash (1 .. $CRASHES)
 {
 	my @clients = start_clients($crash);
+	my @neighbours = start_neighbours();
 	my $at = wait_started(int($SAGAS * $crash / ($CRASHES + 1)));
 	if ($crash % 2 == 1)
 	{
@@ -486,16 +739,19 @@ for my $crash (1 .. $CRASHES)
 		reap_clients(1, @clients);
 		$node->poll_query_until('postgres', 'SELECT true')
 		  or die 'server did not come back after the crash';
+		stop_neighbour($_, 1, @neighbours) for qw(locker terminator);
 	}
 	else
 	{
 		$node->stop('immediate');
 		reap_clients(1, @clients);
 		$node->start;
+		stop_neighbour($_, 1, @neighbours) for qw(locker terminator);
 		pass("crash $crash: immediate shutdown at $at sagas");
 	}
 	ok(wait_saga_workers($node, 'postgres', 2), "crash $crash: two workers are back");
 }
+my @neighbours = start_neighbours();
 reap_clients(0, start_clients('last'));
 is(sagas_started(), $SAGAS, "the clients started all $SAGAS sagas");
 diag(sprintf('clients done after %.1f s', time - $started));
@@ -551,6 +807,17 @@ while (time < $quiet_deadline)
 	usleep(200_000);
 }
 diag(sprintf('sagas settled after %.1f s (%d operator fixes)', time - $started, $operator_actions));
+stop_neighbour($_, 0, @neighbours) for qw(locker terminator);
+diag('neighbours: '
+	  . $node->safe_psql('postgres', q{
+		SELECT format('%s holds of a lock (%s s in all), %s workers terminated in a hang, '
+		              || '%s hangs cancelled by the time limit',
+		              (SELECT count(*) FROM chk.hold WHERE held_until IS NOT NULL),
+		              (SELECT round(extract(epoch FROM sum(held_until - held_from))::numeric, 1)
+		                 FROM chk.hold),
+		              (SELECT count(*) FROM chk.killed),
+		              (SELECT count(*) FROM saga.delivery_failure WHERE error LIKE '%time limit%')
+		              + (SELECT count(*) FROM saga.step_run WHERE detail LIKE '%time limit%'))}));
 
 ##############################################################################
 # The judges
@@ -648,6 +915,17 @@ no_rows(q{
 	 WHERE l.kind = 'do' AND l.at > i.aborted_at
 	 ORDER BY 1, 2 LIMIT 20},
 	'ledger: no effect after the abort');
+no_rows(q{
+	SELECT * FROM (
+	    SELECT a.customer, a.balance,
+	           count(*) FILTER (WHERE l.kind = 'do') - count(*) FILTER (WHERE l.kind = 'undo') AS ledger
+	      FROM chk.account a
+	      LEFT JOIN chk.plan p ON p.customer = a.customer
+	      LEFT JOIN chk.ledger l ON l.saga_id = p.saga_id
+	     GROUP BY a.customer, a.balance) x
+	 WHERE balance <> ledger
+	 ORDER BY 1},
+	'ledger: each account charged for the steps done and refunded for those undone');
 
 # 3. The model: a saga left alone ends as its plan says.
 no_rows(qq{
@@ -655,7 +933,7 @@ no_rows(qq{
 	    SELECT p.*, i.status, i.reason,
 	           (SELECT min(s.ord - 1) FROM jsonb_array_elements(p.steps) WITH ORDINALITY s(st, ord)
 	             WHERE s.st->>'o' = 'reject'
-	                OR (s.st->>'o' = 'error' AND (s.st->>'n')::integer >= $MAX_ATTEMPTS)) AS first_no
+	                OR (s.st->>'o' IN ('error', 'hang') AND (s.st->>'n')::integer >= $MAX_ATTEMPTS)) AS first_no
 	      FROM chk.plan p JOIN saga.instance i ON i.id = p.saga_id
 	     WHERE p.deadline_ms IS NULL AND NOT p.cancel_planned),
 	expected AS (
@@ -667,7 +945,7 @@ no_rows(qq{
 	              FROM generate_series(0, coalesce(first_no, 0) - 1) k
 	             WHERE (steps->(k::integer)->>'c')::boolean) AS want_undone
 	      FROM p)
-	SELECT e.n, e.saga_id, e.pattern, e.steps, e.status, e.want_status, h.done, e.want_done,
+	SELECT e.n, e.saga_id, e.pattern, e.customer, e.steps, e.status, e.want_status, h.done, e.want_done,
 	       h.undone, e.want_undone
 	  FROM expected e
 	  CROSS JOIN LATERAL (
@@ -679,6 +957,29 @@ no_rows(qq{
 	    OR h.undone IS DISTINCT FROM e.want_undone
 	 ORDER BY e.n LIMIT 20},
 	'model: every saga neither cancelled nor given a deadline ended as planned');
+
+# The neighbours.  A step that hangs until its worker is terminated got to
+# its hang (nothing before it says no), and was terminated as often as its
+# plan says, no more: the model above has judged how the saga ended.
+no_rows(q{
+	SELECT * FROM (
+	    SELECT p.n, p.saga_id, p.pattern, s.ord - 1 AS k, s.st, i.status,
+	           (SELECT count(*) FROM chk.killed c
+	             WHERE c.saga_id = p.saga_id AND c.k = s.ord - 1) AS killed
+	      FROM chk.plan p JOIN saga.instance i ON i.id = p.saga_id,
+	           jsonb_array_elements(p.steps) WITH ORDINALITY s(st, ord)
+	     WHERE s.st->>'o' = 'kill') x
+	 WHERE killed <> (st->>'n')::integer
+	 ORDER BY 1},
+	'terminator: each hang that only a terminated worker ends was terminated as planned');
+# A hold of the locker ended only once a saga that does not touch the
+# locked rows had ended while it held them, or none was left pending (else
+# after 30 s).
+no_rows(q{
+	SELECT id, customer, held_from, held_until, others_ended, others_pending FROM chk.hold
+	 WHERE held_until IS NOT NULL AND NOT stopped AND others_ended = 0 AND others_pending > 0
+	 ORDER BY id},
+	'locker: while it held a lock, the sagas that do not need it went on and ended');
 
 # 4. saga_await() and saga_status() agree with the record: the answers
 # the clients got while the sagas ran, and a sample now.
@@ -708,6 +1009,28 @@ my $mix = $node->safe_psql('postgres', q{
 	       AND (SELECT count(*) FROM chk.awaited) > 0
 	  FROM chk.plan p JOIN saga.instance i ON i.id = p.saga_id});
 is($mix, 't', 'both patterns completed, failed and were aborted; compensations ran');
+# So were the neighbours': hangs of both patterns cancelled by the time
+# limit, workers terminated, sagas of both patterns with a hang or a
+# customer left alone (judged by the model), lock waits of their handlers
+# on the locker's holds.
+my $neighbours_mix = $node->safe_psql('postgres', q{
+	WITH judged AS (
+	    SELECT p.*, EXISTS (SELECT FROM jsonb_array_elements(p.steps) s(st)
+	                         WHERE s.st->>'o' = 'hang' OR (s.st->>'ch')::boolean) AS hangs
+	      FROM chk.plan p WHERE p.deadline_ms IS NULL AND NOT p.cancel_planned)
+	SELECT (SELECT count(*) FROM saga.delivery_failure WHERE error LIKE '%time limit%') > 0,
+	       (SELECT count(*) FROM saga.step_run WHERE detail LIKE '%time limit%') > 0,
+	       (SELECT count(DISTINCT pattern) FROM chk.plan p JOIN chk.killed c ON c.saga_id = p.saga_id) = 2,
+	       (SELECT count(DISTINCT pattern) FROM judged WHERE hangs) = 2,
+	       (SELECT count(DISTINCT pattern) FROM judged WHERE customer IS NOT NULL) = 2,
+	       (SELECT count(*) FROM chk.hold WHERE held_until IS NOT NULL) > 0,
+	       EXISTS (SELECT FROM chk.hold h
+	                 JOIN chk.plan p ON p.customer = h.customer
+	                 JOIN saga.event e ON e.saga_id = p.saga_id
+	                 JOIN saga.delivery d ON d.event_id = e.id
+	                WHERE d.blocked_since BETWEEN h.held_from AND h.held_until)});
+is($neighbours_mix, 't|t|t|t|t|t|t',
+	'hangs were cancelled and terminated, locks held and waited for, in both patterns');
 
 diag(sprintf('runtime: %.1f s', time - $started));
 diag("to repeat this run: SAGA_CHECK_SEED=$SEED SAGA_CHECK_SAGAS=$SAGAS SAGA_CHECK_CRASHES=$CRASHES")
