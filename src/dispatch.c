@@ -570,13 +570,6 @@ saga_dispatch_batch(int limit)
 }
 
 /*
- * How long a delivery counted in careful mode is not due again: long
- * enough for the next transaction to lock it, which it then holds while it
- * runs; if the worker dies, it is due again this soon after.
- */
-#define SAGA_LEASE_MS	1000.0
-
-/*
  * Careful mode, first half: in a transaction of its own, take the next due
  * delivery, count an attempt at it and lease it (SAGA_LEASE_MS), so that
  * the attempt counts even if the worker dies in it; the second half, in the next transaction,

@@ -504,6 +504,45 @@ static SagaPlan claim_plan = {
 	1, {INT4OID}, NULL, true
 };
 
+/* The saga whose next attempt careful mode has counted (and leased) already. */
+static SagaPlan claim_counted_plan = {
+	"SELECT i.id, i.saga_type, i.definition_version, i.step, i.phase, i.data,"
+	"       i.attempts, i.reason, d.steps, d.owner::oid, i.deadline,"
+	"       i.aborted_at IS NOT NULL"
+	"  FROM saga.instance i"
+	"  JOIN saga.definition d"
+	"    ON d.name = i.saga_type AND d.version = i.definition_version"
+	" WHERE i.id = $1 AND i.status = 'pending' AND i.phase IN ('forward', 'compensating')"
+	"   FOR UPDATE OF i SKIP LOCKED",
+	1, {INT8OID}, NULL, true
+};
+
+/* Careful mode: the saga due next, and its attempts so far. */
+static SagaPlan next_due_plan = {
+	"SELECT i.id, i.attempts"
+	"  FROM saga.instance i"
+	"  JOIN saga.definition_step ds"
+	"    ON ds.definition = i.saga_type AND ds.version = i.definition_version"
+	"   AND ds.step_no = i.step"
+	" WHERE i.status = 'pending' AND i.phase IN ('forward', 'compensating')"
+	"   AND i.next_attempt_at <= now()"
+	"   AND NOT EXISTS (SELECT FROM saga.paused_consumer p"
+	"                    WHERE p.consumer = ds.service)"
+	" ORDER BY i.id"
+	" LIMIT 1"
+	"   FOR UPDATE OF i SKIP LOCKED",
+	0, {InvalidOid}, NULL, true
+};
+
+/* Careful mode: count the attempt before it runs, and lease the saga. */
+static SagaPlan count_attempt_plan = {
+	"UPDATE saga.instance"
+	"   SET attempts = attempts + 1,"
+	"       next_attempt_at = clock_timestamp() + $2 * interval '1 millisecond'"
+	" WHERE id = $1",
+	2, {INT8OID, FLOAT8OID}
+};
+
 static SagaPlan step_plan = {
 	"SELECT name, service, action::oid, compensation::oid, request,"
 	"       compensation_request,"
@@ -570,6 +609,7 @@ typedef struct ClaimedSaga
 	TimestampTz deadline;
 	bool		aborted;		/* by its deadline or saga_cancel() */
 	bool		settled;		/* completed or failed */
+	bool		counted;		/* its attempt counted already (careful mode) */
 	int			steps_run;		/* steps run on it in this batch */
 } ClaimedSaga;
 
@@ -773,6 +813,18 @@ merge_data(Jsonb *data, Datum result, bool isnull, Oid rettype)
 											  JsonbPGetDatum(add)));
 }
 
+/* A compensation failed saga.max_attempts times: a person must look at it. */
+static void
+warn_stuck(ClaimedSaga *cs, StepDef *def, const char *msg)
+{
+	ereport(WARNING,
+			(errmsg("saga %lld is stuck: compensation \"%s\" failed %d times",
+					(long long) cs->id, def->name, cs->attempts + 1),
+			 errdetail("Last error: %s", msg),
+			 errhint("Fix the cause, then call saga_retry(%lld).",
+					 (long long) cs->id)));
+}
+
 /* What became of a saga's next step (run_one_step). */
 typedef enum StepOutcome
 {
@@ -892,17 +944,14 @@ run_one_step(ClaimedSaga *cs, MemoryContext cxt, bool *transient_out)
 											exhausted ? "stuck" : "compensating");
 			values[3] = Float8GetDatum(saga_retry_delay_ms(cs->attempts + 1,
 														   edata->sqlerrcode));
-			values[4] = Int32GetDatum(transient ? 0 : 1);
+			/* an attempt counted before it ran is not counted again */
+			values[4] = Int32GetDatum(transient ? (cs->counted ? -1 : 0) :
+									  (cs->counted ? 0 : 1));
 			*transient_out = transient;
 			saga_execute(&retry_later_plan, values, NULL, false, 0);
 			saga_count(compensation && exhausted ? SAGA_COUNT_DEAD : SAGA_COUNT_RETRIES, 1);
 			if (compensation && exhausted)
-				ereport(WARNING,
-						(errmsg("saga %lld is stuck: compensation \"%s\" failed %d times",
-								(long long) cs->id, def.name, cs->attempts + 1),
-						 errdetail("Last error: %s", msg),
-						 errhint("Fix the cause, then call saga_retry(%lld).",
-								 (long long) cs->id)));
+				warn_stuck(cs, &def, msg);
 			outcome = STEP_FAILED;
 		}
 		FreeErrorData(edata);
@@ -956,19 +1005,48 @@ saga_abort_orchestrated(int64 saga_id, const char *reason)
 	start_compensating(&cs, cs.data, cs.step, reason);
 }
 
+/* A claimed saga, from a row of claim_plan or claim_counted_plan. */
+static void
+unpack_claimed(HeapTuple tup, TupleDesc desc, ClaimedSaga *cs)
+{
+	bool		isnull;
+	Datum		d;
+
+	memset(cs, 0, sizeof(*cs));
+	cs->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+	cs->saga_type = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
+	cs->version = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
+	cs->step = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
+	cs->compensating =
+		strcmp(TextDatumGetCString(SPI_getbinval(tup, desc, 5, &isnull)),
+			   "compensating") == 0;
+	cs->data = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 6, &isnull));
+	cs->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 7, &isnull));
+	d = SPI_getbinval(tup, desc, 8, &isnull);
+	cs->reason = isnull ? NULL : TextDatumGetCString(d);
+	cs->nsteps = DatumGetInt32(SPI_getbinval(tup, desc, 9, &isnull));
+	cs->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 10, &isnull));
+	d = SPI_getbinval(tup, desc, 11, &isnull);
+	cs->has_deadline = !isnull;
+	cs->deadline = isnull ? 0 : DatumGetTimestampTz(d);
+	cs->aborted = DatumGetBool(SPI_getbinval(tup, desc, 12, &isnull));
+}
+
 /*
  * Claim up to limit orchestrated sagas due for a step and run each as far
- * as it goes.  The caller is in a transaction with an active snapshot.
- * claimed counts sagas; done and failed count steps.
+ * as it goes; or, with counted_id, that saga's next step only, whose
+ * attempt careful mode has counted already.  The caller is in a
+ * transaction with an active snapshot.  claimed counts sagas; done and
+ * failed count steps.
  */
-SagaBatchResult
-saga_run_steps(int limit)
+static SagaBatchResult
+run_steps(int limit, int64 counted_id)
 {
 	SagaBatchResult result = {0, 0, 0, 0};
 	MemoryContext batch_cxt;
 	MemoryContext oldcxt;
 	ClaimedSaga *claimed;
-	Datum		arg = Int32GetDatum(limit);
+	Datum		arg;
 	int			i;
 
 	batch_cxt = AllocSetContextCreate(CurrentMemoryContext, "saga steps",
@@ -977,36 +1055,30 @@ saga_run_steps(int limit)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 
-	saga_execute(&claim_plan, &arg, NULL, false, 0);
+	if (counted_id != 0)
+	{
+		arg = Int64GetDatum(counted_id);
+		saga_execute(&claim_counted_plan, &arg, NULL, false, 0);
+		limit = 1;
+	}
+	else
+	{
+		arg = Int32GetDatum(limit);
+		saga_execute(&claim_plan, &arg, NULL, false, 0);
+	}
 	result.claimed = (int) SPI_processed;
 	if (result.claimed > 0)
 		saga_worker_found_work();	/* a worker is busy from now on */
 	claimed = palloc0(sizeof(ClaimedSaga) * Max(result.claimed, 1));
 	for (i = 0; i < result.claimed; i++)
 	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		ClaimedSaga *cs = &claimed[i];
-		bool		isnull;
-		Datum		d;
-
-		cs->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-		cs->saga_type = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
-		cs->version = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
-		cs->step = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
-		cs->compensating =
-			strcmp(TextDatumGetCString(SPI_getbinval(tup, desc, 5, &isnull)),
-				   "compensating") == 0;
-		cs->data = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 6, &isnull));
-		cs->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 7, &isnull));
-		d = SPI_getbinval(tup, desc, 8, &isnull);
-		cs->reason = isnull ? NULL : TextDatumGetCString(d);
-		cs->nsteps = DatumGetInt32(SPI_getbinval(tup, desc, 9, &isnull));
-		cs->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 10, &isnull));
-		d = SPI_getbinval(tup, desc, 11, &isnull);
-		cs->has_deadline = !isnull;
-		cs->deadline = isnull ? 0 : DatumGetTimestampTz(d);
-		cs->aborted = DatumGetBool(SPI_getbinval(tup, desc, 12, &isnull));
+		unpack_claimed(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, &claimed[i]);
+		if (counted_id != 0)
+		{
+			/* the attempt about to run is counted in attempts already */
+			claimed[i].counted = true;
+			claimed[i].attempts--;
+		}
 	}
 
 	/*
@@ -1058,4 +1130,102 @@ saga_run_steps(int limit)
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextDelete(batch_cxt);
 	return result;
+}
+
+/*
+ * Claim up to limit orchestrated sagas due for a step and run each as far
+ * as it goes (run_steps).
+ */
+SagaBatchResult
+saga_run_steps(int limit)
+{
+	return run_steps(limit, 0);
+}
+
+/*
+ * Careful mode (worker.c), for orchestrated sagas as saga_count_next_attempt()
+ * is for deliveries.  First half, in a transaction of its own: take the
+ * saga due next, count an attempt at its step and lease it
+ * (SAGA_LEASE_MS), so that the attempt counts even if the worker dies in
+ * the step.  A step whose attempts ran out this way (it ended the worker
+ * saga.max_attempts times) is given up instead, without running it again:
+ * a forward step is compensated like one that kept failing, a compensation
+ * is left stuck for a person to look at.  Returns the saga's id, 0 if none
+ * is due, -1 if it gave up a step.
+ */
+int64
+saga_count_next_step(void)
+{
+	int64		id;
+	int32		attempts;
+	bool		isnull;
+	Datum		args[2];
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	saga_execute(&next_due_plan, NULL, NULL, false, 0);
+	if (SPI_processed == 0)
+	{
+		SPI_finish();
+		return 0;
+	}
+	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	attempts = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	if (attempts >= saga_max_attempts)
+	{
+		ClaimedSaga cs;
+		StepDef		def;
+		char	   *msg;
+
+		args[0] = Int64GetDatum(id);
+		saga_execute(&claim_counted_plan, args, NULL, false, 0);
+		unpack_claimed(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, &cs);
+		cs.attempts = attempts - 1;		/* the last one, for the trace */
+		if (!load_step(&cs, cs.step, &def))
+			elog(ERROR, "step %d of saga \"%s\" version %d is missing",
+				 cs.step, cs.saga_type, cs.version);
+		msg = psprintf("step \"%s\" did not finish %d times: the worker running it exited",
+					   def.name, attempts);
+		if (!cs.compensating)
+		{
+			record_step_run(&cs, cs.step, &def, false, "error",
+							render_label(def.request, cs.data), msg,
+							nextval_internal(get_relname_relid("trace_seq",
+															   get_namespace_oid(SAGA_SCHEMA, false)),
+											 false),
+							GetCurrentTimestamp());
+			start_compensating(&cs, cs.data, cs.step, msg);
+			saga_count(SAGA_COUNT_RETRIES, 1);
+		}
+		else
+		{
+			Datum		values[5];
+
+			values[0] = Int64GetDatum(id);
+			values[1] = CStringGetTextDatum(msg);
+			values[2] = CStringGetTextDatum("stuck");
+			values[3] = Float8GetDatum(0);
+			values[4] = Int32GetDatum(0);
+			saga_execute(&retry_later_plan, values, NULL, false, 0);
+			saga_count(SAGA_COUNT_DEAD, 1);
+			warn_stuck(&cs, &def, msg);
+		}
+		SPI_finish();
+		return -1;
+	}
+	args[0] = Int64GetDatum(id);
+	args[1] = Float8GetDatum(SAGA_LEASE_MS);
+	saga_execute(&count_attempt_plan, args, NULL, false, 0);
+	SPI_finish();
+	return id;
+}
+
+/*
+ * Careful mode, second half: run the step whose attempt
+ * saga_count_next_step() counted, in this transaction.
+ */
+SagaBatchResult
+saga_run_counted_step(int64 saga_id)
+{
+	return run_steps(1, saga_id);
 }

@@ -202,7 +202,17 @@ extern int64 saga_count_next_attempt(void);
 extern SagaBatchResult saga_dispatch_counted(int64 delivery_id);
 extern TimestampTz saga_batch_deadline;
 extern bool saga_batch_out_of_time(void);
-extern SagaBatchResult saga_run_steps(int limit);	/* orchestrate.c */
+/*
+ * How long work counted in careful mode (worker.c) is not due again: long
+ * enough for the next transaction to lock it, which it then holds while it
+ * runs; if the worker dies, it is due again this soon after.
+ */
+#define SAGA_LEASE_MS	1000.0
+
+/* orchestrate.c */
+extern SagaBatchResult saga_run_steps(int limit);
+extern int64 saga_count_next_step(void);
+extern SagaBatchResult saga_run_counted_step(int64 saga_id);
 
 /* The delivery being handled right now, for saga_publish's defaults. */
 typedef struct SagaCurrentDelivery

@@ -99,6 +99,28 @@ static TimestampTz last_sweep = 0;
 #define SAGA_SWEEP_MS	100
 
 /*
+ * Count a batch in saga_workers.  Work done also forgets the database's
+ * failures (saga_release_slot()), so that its next worker, if this one
+ * exits, starts at once: the delay is for a database whose workers fail
+ * without getting anything done, not for one whose workers are terminated
+ * now and then while they keep working.
+ */
+static void
+worker_note_progress(SagaBatchResult r)
+{
+	MySagaWorker->deliveries += r.done;
+	MySagaWorker->batches++;
+	MySagaWorker->failures += r.failed;
+	MySagaWorker->last_active = GetCurrentTimestamp();
+	if (MySagaDatabase->failures > 0 && r.done > 0)
+	{
+		LWLockAcquire(SagaShmem->lock, LW_EXCLUSIVE);
+		MySagaDatabase->failures = 0;
+		LWLockRelease(SagaShmem->lock);
+	}
+}
+
+/*
  * Careful mode.  A worker that dies in the middle of a batch (killed,
  * terminated while a handler hangs, out of memory) takes the whole batch
  * with it: nothing of it is recorded, not even the attempt, so its
@@ -109,14 +131,16 @@ static TimestampTz last_sweep = 0;
  * a transaction of their own before running it (saga_count_next_attempt()
  * leases it, so no other worker takes it meanwhile): a delivery whose
  * handler keeps killing its worker is dead-lettered after
- * saga.max_attempts, and the others go on around it.
+ * saga.max_attempts, and the others go on around it.  Orchestrated sagas
+ * are taken the same way, one step at a time (saga_count_next_step()),
+ * once no delivery is due.
  *
- * This runs the delivery counted (counted > 0) in a transaction, or
- * reports the one that was dead-lettered instead (counted < 0).  Returns
- * 1: work was done.
+ * This runs the delivery or step counted (counted > 0) in a transaction,
+ * or reports the one that was given up instead (counted < 0).  Returns 1:
+ * work was done.
  */
 static int
-worker_run_counted(int64 counted)
+worker_run_counted(int64 counted, bool step)
 {
 	SagaBatchResult r = {1, 0, 0, 0};
 
@@ -125,62 +149,25 @@ worker_run_counted(int64 counted)
 		SetCurrentStatementStartTimestamp();
 		StartTransactionCommand();
 		PushActiveSnapshot(GetTransactionSnapshot());
-		r = saga_dispatch_counted(counted);
+		r = step ? saga_run_counted_step(counted) : saga_dispatch_counted(counted);
 		PopActiveSnapshot();
 		CommitTransactionCommand();
 		pgstat_report_stat(false);
 	}
-	MySagaWorker->deliveries += r.done;
-	MySagaWorker->batches++;
-	MySagaWorker->failures += r.failed;
-	MySagaWorker->last_active = GetCurrentTimestamp();
+	worker_note_progress(r);
 	return 1;
 }
 
 /*
- * Run one batch in its own transaction.  Returns the number of deliveries
- * claimed, or -1 if the extension is no longer installed here.
+ * The rounds of one batch, in the transaction worker_run_batch() started
+ * (with an active snapshot), which this commits.
  */
-static int
-worker_run_batch(void)
+static SagaBatchResult
+worker_run_rounds(void)
 {
 	SagaBatchResult r;
 	SagaBatchResult s;
 	int			round;
-
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	/* see a DROP EXTENSION committed since the last batch */
-	AcceptInvalidationMessages();
-	if (!OidIsValid(get_extension_oid(SAGA_EXTENSION, true)))
-	{
-		CommitTransactionCommand();
-		return -1;
-	}
-	PushActiveSnapshot(GetTransactionSnapshot());
-	/* a logical-replication copy: its publisher runs the sagas (replica.c) */
-	if (saga_worker_in_copy())
-	{
-		PopActiveSnapshot();
-		CommitTransactionCommand();
-		return 0;
-	}
-	pgstat_report_activity(STATE_RUNNING, "saga: delivering events");
-
-	/* after a worker died in a batch: one delivery at a time, counted first */
-	if (saga_database_careful(MySagaDatabase))
-	{
-		int64		counted = saga_count_next_attempt();
-
-		PopActiveSnapshot();
-		CommitTransactionCommand();
-		if (counted != 0)
-			return worker_run_counted(counted);
-		/* no delivery due: steps and the deadline sweep, as usual */
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-		PushActiveSnapshot(GetTransactionSnapshot());
-	}
 
 	/*
 	 * Rounds of deliveries and steps.  What a round's handlers publish is
@@ -225,6 +212,62 @@ worker_run_batch(void)
 	if (r.claimed > 0)
 		worker_note_conflicts(r.transient > 0);
 
+	return r;
+}
+
+/*
+ * Run one batch in its own transaction.  Returns the number of deliveries
+ * claimed, or -1 if the extension is no longer installed here.
+ */
+static int
+worker_run_batch(void)
+{
+	SagaBatchResult r;
+	bool		careful;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	/* see a DROP EXTENSION committed since the last batch */
+	AcceptInvalidationMessages();
+	if (!OidIsValid(get_extension_oid(SAGA_EXTENSION, true)))
+	{
+		CommitTransactionCommand();
+		return -1;
+	}
+	PushActiveSnapshot(GetTransactionSnapshot());
+	/* a logical-replication copy: its publisher runs the sagas (replica.c) */
+	if (saga_worker_in_copy())
+	{
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		return 0;
+	}
+	pgstat_report_activity(STATE_RUNNING, "saga: delivering events");
+
+	/* after a worker died in a batch: one item at a time, counted first */
+	careful = saga_database_careful(MySagaDatabase);
+	if (careful)
+	{
+		int64		counted = saga_count_next_attempt();
+		bool		step = false;
+
+		if (counted == 0)
+		{
+			counted = saga_count_next_step();
+			step = true;
+		}
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		if (counted != 0)
+			return worker_run_counted(counted, step);
+		/* nothing due: the deadline sweep, as usual */
+	}
+
+	if (!careful)
+		r = worker_run_rounds();
+	else
+		r = (SagaBatchResult) {0, 0, 0, 0};
+
 	/*
 	 * Sagas past their deadline are aborted in a transaction of their own:
 	 * aborting one waits for its deliveries being handled elsewhere, which
@@ -250,18 +293,7 @@ worker_run_batch(void)
 	}
 
 	if (r.claimed > 0)
-	{
-		MySagaWorker->deliveries += r.done;
-		MySagaWorker->batches++;
-		MySagaWorker->failures += r.failed;
-		MySagaWorker->last_active = GetCurrentTimestamp();
-		if (MySagaDatabase->failures > 0 && r.done > 0)
-		{
-			LWLockAcquire(SagaShmem->lock, LW_EXCLUSIVE);
-			MySagaDatabase->failures = 0;
-			LWLockRelease(SagaShmem->lock);
-		}
-	}
+		worker_note_progress(r);
 	return r.claimed;
 }
 

@@ -5,6 +5,7 @@
 #	- a worker terminated again and again while a handler hangs (no time
 #	  limit): each attempt counts, the delivery is dead-lettered after
 #	  saga.max_attempts, and the order claimed with it is not held hostage;
+#	  the same for an orchestrated step that hangs: its saga is compensated;
 #	- a row held FOR UPDATE by another session: one customer's deliveries
 #	  wait for it, another customer's order goes through, and saga_stuck
 #	  shows the waiting ones;
@@ -39,7 +40,8 @@ $node->safe_psql(
 	GRANT EXECUTE ON FUNCTION
 	    saga_publish(text, jsonb, bigint, text),
 	    saga_subscribe(text, text, regprocedure, text, boolean, text),
-	    saga_unsubscribe(text, text)
+	    saga_unsubscribe(text, text),
+	    saga_define(text, saga.step[]), saga_start(text, jsonb, interval)
 	TO app;
 	CREATE SCHEMA app AUTHORIZATION app;
 	SET ROLE app;
@@ -48,7 +50,17 @@ $node->safe_psql(
 	CREATE FUNCTION app.nap(e saga.event) RETURNS void LANGUAGE sql
 	    AS $$ SELECT pg_sleep(0.5) $$;
 	SELECT saga_subscribe('hanger', 'Hang', 'app.hang(saga.event)');
-	SELECT saga_subscribe('napper', 'Nap', 'app.nap(saga.event)');});
+	SELECT saga_subscribe('napper', 'Nap', 'app.nap(saga.event)');
+	CREATE TABLE app.ledger (saga_id bigint, what text);
+	CREATE FUNCTION app.book(d jsonb) RETURNS void LANGUAGE sql
+	    AS $$ INSERT INTO app.ledger VALUES ((d->>'n')::bigint, 'book') $$;
+	CREATE FUNCTION app.unbook(d jsonb) RETURNS void LANGUAGE sql
+	    AS $$ INSERT INTO app.ledger VALUES ((d->>'n')::bigint, 'unbook') $$;
+	CREATE FUNCTION app.stall(d jsonb) RETURNS void LANGUAGE sql
+	    AS $$ SELECT pg_sleep(3600) $$;
+	SELECT saga_define('stall',
+	    saga_step('book', 'app.book(jsonb)', 'app.unbook(jsonb)'),
+	    saga_step('stall', 'app.stall(jsonb)'));});
 
 sub sql { return $node->safe_psql('postgres', $_[0]); }
 
@@ -118,6 +130,45 @@ like(sql("SELECT last_error FROM saga.delivery WHERE event_id = $killer"),
 	qr/did not finish 3 times/, 'its last error says the worker running it exited');
 is(sql("SELECT saga_await($hostage, '30 s')"), 'completed',
 	'the order placed with it completed');
+
+# the same with an orchestrated step that hangs: its attempts count too
+my $stall = sql("SET ROLE app; SELECT saga_start('stall', '{\"n\": 1}')");
+my $hostage2 = sql("SELECT saga_place_order('alice', 'widget', 1, 1.00, 'orchestration')");
+$kills = 0;
+my $replaced = 0;
+$deadline = time + 120;
+while (time < $deadline)
+{
+	last if sql("SELECT status FROM saga.instance WHERE id = $stall") ne 'pending';
+	my $pid = sql("SELECT pid FROM pg_stat_activity WHERE backend_type = 'saga worker' "
+		  . "AND wait_event = 'PgSleep' LIMIT 1");
+	if ($pid ne '')
+	{
+		sql("SELECT pg_terminate_backend($pid)");
+		$kills++;
+		# how long until its replacement runs
+		my $t = time;
+		usleep(50_000)
+		  while time < $t + 90
+		  && sql("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'saga worker' "
+			  . "AND pid <> $pid") < 2;
+		$replaced = time - $t if time - $t > $replaced;
+	}
+	usleep(200_000);
+}
+note(sprintf("the slowest replacement of a terminated worker took %.1f s", $replaced));
+cmp_ok($replaced, '<', 10,
+	'a terminated worker is replaced within seconds: work done in careful mode resets the restart delay');
+is(sql("SELECT status FROM saga.instance WHERE id = $stall"), 'failed',
+	"the saga whose step hangs failed after $kills terminations");
+cmp_ok($kills, '<=', 5, 'after about saga.max_attempts of them (its attempts counted before it ran)');
+like(sql("SELECT reason FROM saga.instance WHERE id = $stall"),
+	qr/^step "stall" did not finish 3 times: the worker running it exited/,
+	'its reason says the worker running the step exited');
+is(sql("SELECT string_agg(what, ',' ORDER BY what) FROM app.ledger WHERE saga_id = 1"),
+	'book,unbook', 'the step before it was compensated, once');
+is(sql("SELECT saga_await($hostage2, '30 s')"), 'completed',
+	'the orchestrated order started with it completed');
 
 sql("ALTER SYSTEM SET saga.handler_timeout = '2s'; SELECT pg_reload_conf()");
 
