@@ -124,6 +124,7 @@ static SagaPlan settle_plan = {
 	1, {INT8ARRAYOID}
 };
 
+/* qsort comparator for saga ids. */
 static int
 compare_int64(const void *a, const void *b)
 {

@@ -73,6 +73,10 @@
 /* Handles of the workers this launcher started, by slot. */
 static BackgroundWorkerHandle **worker_handles = NULL;
 
+/*
+ * Register the launcher with the postmaster, from _PG_init() when the
+ * library is preloaded.  The postmaster restarts it 5 s after it dies.
+ */
 void
 saga_register_launcher(void)
 {
@@ -89,6 +93,10 @@ saga_register_launcher(void)
 	RegisterBackgroundWorker(&bgw);
 }
 
+/*
+ * At exit: say in shared memory that no launcher runs, so nobody sets
+ * the latch of a process that is gone.
+ */
 static void
 launcher_detach(int code, Datum arg)
 {
@@ -624,6 +632,14 @@ launcher_reconcile(void)
 	return sleep_ms;
 }
 
+/*
+ * The launcher's entry point.  It connects to no database's data (only
+ * the shared catalogs), then loops: rescan pg_database when asked or once
+ * in a while (launcher_rescan), reap exited workers (launcher_reap),
+ * release restores gone quiet (launcher_check_restores) and start or stop
+ * workers until each database has what it should (launcher_reconcile);
+ * then sleep on its latch until one of those has something to do.
+ */
 void
 saga_launcher_main(Datum main_arg)
 {

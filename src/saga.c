@@ -40,6 +40,9 @@ int			saga_test_probe_delay = 0;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
+/*
+ * Ask for the extension's shared memory (PG 15 requests it in this hook).
+ */
 static void
 saga_shmem_request_hook(void)
 {
@@ -48,6 +51,10 @@ saga_shmem_request_hook(void)
 	saga_shmem_request();
 }
 
+/*
+ * Create or attach to the extension's shared memory, after the hooks
+ * installed before ours.
+ */
 static void
 saga_shmem_startup_hook(void)
 {
@@ -56,6 +63,12 @@ saga_shmem_startup_hook(void)
 	saga_shmem_startup();
 }
 
+/*
+ * Load the library: define the GUCs and install the transaction callbacks
+ * (in every backend that loads it).  When preloaded
+ * (shared_preload_libraries), also ask for shared memory, install the
+ * utility hook and register the launcher.
+ */
 void
 _PG_init(void)
 {

@@ -155,7 +155,6 @@ extern SagaShared *SagaShmem;
 
 extern void saga_shmem_request(void);
 extern void saga_shmem_startup(void);
-extern bool saga_shmem_available(void);
 extern SagaDatabase *saga_find_database(Oid dboid, bool create);
 extern void saga_wake_launcher_now(bool rescan);
 extern void saga_wake_idle_worker(Oid dboid);

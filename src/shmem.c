@@ -50,6 +50,10 @@
 
 SagaShared *SagaShmem = NULL;
 
+/*
+ * Bytes of shared memory: the header, the database entries and one worker
+ * slot per max_worker_processes.
+ */
 static Size
 saga_shmem_size(void)
 {
@@ -61,6 +65,7 @@ saga_shmem_size(void)
 	return size;
 }
 
+/* Ask the postmaster for our shared memory and our LWLock. */
 void
 saga_shmem_request(void)
 {
@@ -68,6 +73,11 @@ saga_shmem_request(void)
 	RequestNamedLWLockTranche("saga", 1);
 }
 
+/*
+ * Create the shared state (or, after a crash, create it again: the
+ * postmaster resets shared memory, and crashed tells the workers to work
+ * carefully for a while).
+ */
 void
 saga_shmem_startup(void)
 {
@@ -110,12 +120,6 @@ saga_shmem_startup(void)
 		SagaShmem->rescan = true;
 	}
 	LWLockRelease(AddinShmemInitLock);
-}
-
-bool
-saga_shmem_available(void)
-{
-	return SagaShmem != NULL;
 }
 
 /*
@@ -316,6 +320,10 @@ saga_note_notify_committed(Oid dboid)
 	LWLockRelease(SagaShmem->lock);
 }
 
+/*
+ * How many worker slots a database's workers hold (the caller holds the
+ * lock).
+ */
 static int
 count_workers(Oid dboid)
 {

@@ -136,6 +136,7 @@ saga_begin_as_owner(Oid *save_userid, int *save_sec_context)
 	SetUserIdAndSecContext(owner, *save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
 }
 
+/* Switch back to the user saga_begin_as_owner() saved. */
 void
 saga_end_as_owner(Oid save_userid, int save_sec_context)
 {

@@ -46,6 +46,11 @@ typedef struct CountsSnapshot
 static CountsSnapshot *snapshots = NULL;
 static bool any_pending = false;
 
+/*
+ * Count n of counter in this transaction: added to the database's
+ * counters when the transaction commits (saga_flush_counts), forgotten
+ * if it, or the subtransaction it was counted in, aborts.
+ */
 void
 saga_count(SagaCounter counter, int64 n)
 {
@@ -53,6 +58,7 @@ saga_count(SagaCounter counter, int64 n)
 	any_pending = true;
 }
 
+/* Forget the counts of this transaction and its subtransactions. */
 static void
 forget_pending(void)
 {
@@ -92,6 +98,11 @@ saga_flush_counts(bool commit)
 	forget_pending();
 }
 
+/*
+ * A handler runs in a subtransaction: remember the counts when one
+ * starts, and put them back if it aborts, so that what a failed handler
+ * counted is forgotten with the rest of its work.
+ */
 static void
 saga_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 					  SubTransactionId parentSubid, void *arg)
@@ -123,6 +134,7 @@ saga_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 	}
 }
 
+/* Install saga_subxact_callback() in this backend (from _PG_init()). */
 void
 saga_register_subxact_callback(void)
 {

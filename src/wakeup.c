@@ -52,12 +52,20 @@ static uint64 finished_cvs_in_xact = 0;	/* bit i: broadcast await_cv[i] */
 
 static void restore_at_xact_end(bool commit);
 
+/*
+ * Which of the SAGA_AWAIT_CVS condition variables a saga's waiters sleep
+ * on: sagas share them, so waiters recheck their saga when woken.
+ */
 static int
 await_cv_index(int64 saga_id)
 {
 	return (int) ((uint64) saga_id % SAGA_AWAIT_CVS);
 }
 
+/*
+ * The condition variable saga_await() sleeps on for a saga, or NULL when
+ * the library was not preloaded (then it polls).
+ */
 ConditionVariable *
 saga_await_cv(int64 saga_id)
 {
@@ -69,6 +77,12 @@ saga_await_cv(int64 saga_id)
 /* Work became due (an event, a saga to start or resume): count it. */
 uint64		saga_work_noted = 0;
 
+/*
+ * Work became due in this transaction (an event published, a saga started
+ * or resumed): at commit, wake a worker (saga_xact_callback); in a
+ * worker, its batch driver sees saga_work_noted move and runs another
+ * round.
+ */
 void
 saga_note_published(void)
 {
@@ -76,12 +90,17 @@ saga_note_published(void)
 	saga_work_noted++;
 }
 
+/* A saga ended in this transaction: at commit, wake who awaits it. */
 void
 saga_note_finished(int64 saga_id)
 {
 	finished_cvs_in_xact |= UINT64CONST(1) << await_cv_index(saga_id);
 }
 
+/*
+ * CREATE EXTENSION saga ran in this transaction: at commit, have the
+ * launcher look at this database again.
+ */
 void
 saga_note_extension_created(void)
 {
@@ -162,6 +181,11 @@ claim_notify(void)
 	return mine;
 }
 
+/*
+ * At the end of a transaction: carry out, or drop, what it asked of the
+ * databases' lifecycle (forget dropped ones, resume paused ones, rescan),
+ * and forget what it noted for the wake-up.
+ */
 static void
 reset_xact_state(bool commit)
 {
@@ -186,6 +210,15 @@ reset_xact_state(bool commit)
 	finished_cvs_in_xact = 0;
 }
 
+/*
+ * The transaction side of the wake-up protocol.  Before commit, a
+ * transaction that made work due NOTIFYs, unless a NOTIFY is on its way
+ * already (claim_notify), so that commits under load do not all queue on
+ * the NOTIFY lock; after commit, it sets the latch of an idle worker when
+ * the NOTIFY alone would not wake one, wakes saga_await()ers of the sagas
+ * it ended, and adds its counters.  Either way it settles what it asked
+ * of the databases' lifecycle and of a restore.
+ */
 static void
 saga_xact_callback(XactEvent event, void *arg)
 {
@@ -239,6 +272,7 @@ saga_xact_callback(XactEvent event, void *arg)
 	}
 }
 
+/* Install saga_xact_callback() in this backend (from _PG_init()). */
 void
 saga_register_xact_callbacks(void)
 {

@@ -50,6 +50,11 @@
 SagaWorkerSlot *MySagaWorker = NULL;
 static SagaDatabase *MySagaDatabase = NULL;
 
+/*
+ * At exit: give the slot back (saga_release_slot), saying whether the
+ * exit was a failure, which delays the database's next worker and makes
+ * its workers careful for a while.
+ */
 static void
 worker_detach(int code, Datum arg)
 {
@@ -83,6 +88,10 @@ static bool retry_soon = false;
 #define SAGA_BACKOFF_MAX_MS		64
 static int	conflict_backoff_ms = 0;
 
+/*
+ * After a batch: double the step-aside after lock conflicts (from
+ * SAGA_BACKOFF_MIN_MS up to SAGA_BACKOFF_MAX_MS), or forget it.
+ */
 static void
 worker_note_conflicts(bool conflict)
 {
@@ -666,6 +675,14 @@ worker_record_error(void)
 	RESUME_INTERRUPTS();
 }
 
+/*
+ * A database worker's entry point (registered by the launcher, with its
+ * slot as the argument).  It connects to the slot's database as the
+ * bootstrap superuser, pins the settings its statements need, checks that
+ * the extension is there (reporting to the launcher either way), then
+ * runs worker_loop() until asked to stop, the extension is dropped or an
+ * error ends it: the error is recorded in saga_workers before it exits.
+ */
 void
 saga_worker_main(Datum main_arg)
 {
