@@ -94,6 +94,10 @@ CREATE OR REPLACE VIEW saga_subscriptions AS
 ALTER TABLE saga.delivery ADD COLUMN blocked_since timestamptz;
 COMMENT ON COLUMN saga.delivery.blocked_since IS
 'since when its handler keeps meeting a lock held by another transaction; NULL once it got past it';
+-- ... and which session held it, as far as the worker could tell.
+ALTER TABLE saga.delivery ADD COLUMN blocked_by int;
+COMMENT ON COLUMN saga.delivery.blocked_by IS
+'the pid of the session holding the lock its handler last waited for while blocked (blocked_since), when seen; NULL with blocked_since, or when not seen';
 
 -- saga_stuck changes in several ways in 1.2; its one new definition is
 -- further down ("What is stuck"), once everything it shows exists.
@@ -523,12 +527,13 @@ COMMENT ON FUNCTION saga.unserved_status() IS
  * and a choreographed saga that nobody ends: nothing of it pending, not
  * aborted, and nothing published into it for ten seconds (its dead letter
  * published its on_failure event, say, and the compensations ran, but no
- * handler failed the saga).
+ * handler failed the saga).  The last column, blocking_pid, is the session
+ * that held the lock a delivery waits for, when the worker saw it.
  */
 CREATE OR REPLACE VIEW saga_stuck AS
     SELECT 'compensation failing'::text AS problem, i.id AS saga_id, NULL::bigint AS delivery_id,
            i.saga_type || ' step ' || coalesce(ds.name, i.step::text) AS work, i.attempts, i.last_error,
-           'saga_retry(' || i.id || ')' AS remedy
+           'saga_retry(' || i.id || ')' AS remedy, NULL::int AS blocking_pid
       FROM saga.instance i
       LEFT JOIN saga.definition_step ds
         ON ds.definition = i.saga_type AND ds.version = i.definition_version AND ds.step_no = i.step
@@ -536,7 +541,7 @@ CREATE OR REPLACE VIEW saga_stuck AS
     UNION ALL
     SELECT 'step retrying', i.id, NULL, i.saga_type || ' step ' || coalesce(ds.name, i.step::text),
            i.attempts, i.last_error,
-           'wait (next attempt at ' || i.next_attempt_at || '), or saga_cancel(' || i.id || ')'
+           'wait (next attempt at ' || i.next_attempt_at || '), or saga_cancel(' || i.id || ')', NULL
       FROM saga.instance i
       LEFT JOIN saga.definition_step ds
         ON ds.definition = i.saga_type AND ds.version = i.definition_version AND ds.step_no = i.step
@@ -545,7 +550,7 @@ CREATE OR REPLACE VIEW saga_stuck AS
     SELECT CASE WHEN p.consumer IS NOT NULL THEN 'consumer paused' ELSE 'delivery retrying' END,
            e.saga_id, d.id, s.consumer || ' <- ' || e.event_type, d.attempts, d.last_error,
            CASE WHEN p.consumer IS NOT NULL THEN 'saga_resume_consumer(' || quote_literal(s.consumer) || ')'
-                ELSE 'wait (next attempt at ' || d.next_attempt_at || ')' END
+                ELSE 'wait (next attempt at ' || d.next_attempt_at || ')' END, NULL
       FROM saga.delivery d
       JOIN saga.event e ON e.id = d.event_id
       JOIN saga.subscription s ON s.id = d.subscription_id
@@ -553,7 +558,7 @@ CREATE OR REPLACE VIEW saga_stuck AS
      WHERE d.status = 'pending' AND (d.attempts > 0 OR p.consumer IS NOT NULL)
     UNION ALL
     SELECT 'service paused', i.id, NULL, i.saga_type || ' step ' || ds.name || ' (' || ds.service || ')',
-           i.attempts, i.last_error, 'saga_resume_consumer(' || quote_literal(ds.service) || ')'
+           i.attempts, i.last_error, 'saga_resume_consumer(' || quote_literal(ds.service) || ')', NULL
       FROM saga.instance i
       JOIN saga.definition_step ds
         ON ds.definition = i.saga_type AND ds.version = i.definition_version AND ds.step_no = i.step
@@ -562,12 +567,12 @@ CREATE OR REPLACE VIEW saga_stuck AS
     UNION ALL
     SELECT 'past its deadline', i.id, NULL, i.saga_type, i.attempts, i.last_error,
            CASE WHEN i.aborted_at IS NULL THEN 'wait for a worker'
-                ELSE 'wait for its compensation' END
+                ELSE 'wait for its compensation' END, NULL
       FROM saga.instance i
      WHERE i.status = 'pending' AND i.deadline < now()
     UNION ALL
     SELECT 'dead letter', e.saga_id, d.id, s.consumer || ' <- ' || e.event_type, d.attempts, d.last_error,
-           'saga_retry_delivery(' || d.id || ')'
+           'saga_retry_delivery(' || d.id || ')', NULL
       FROM saga.delivery d
       JOIN saga.event e ON e.id = d.event_id
       JOIN saga.subscription s ON s.id = d.subscription_id
@@ -577,8 +582,13 @@ CREATE OR REPLACE VIEW saga_stuck AS
     UNION ALL
     SELECT 'waiting for a lock', e.saga_id, d.id, s.consumer || ' <- ' || e.event_type, d.attempts,
            d.last_error,
-           'another session has held a row its handler needs since ' || d.blocked_since
-           || ': find it with pg_blocking_pids() of the saga worker while it waits, or in pg_locks'
+           CASE WHEN d.blocked_by IS NOT NULL
+                THEN 'pid ' || d.blocked_by || ' (see pg_stat_activity) has held a lock its handler needs since '
+                     || d.blocked_since || ': end that transaction, or wait for it'
+                ELSE 'another session has held a lock its handler needs since ' || d.blocked_since
+                     || '; the worker did not see which (a deadlock, a serialization failure or NOWAIT does not wait)'
+                     || ': find it with pg_blocking_pids() of the saga worker while it waits, or in pg_locks' END,
+           d.blocked_by
       FROM saga.delivery d
       JOIN saga.event e ON e.id = d.event_id
       JOIN saga.subscription s ON s.id = d.subscription_id
@@ -586,13 +596,14 @@ CREATE OR REPLACE VIEW saga_stuck AS
     UNION ALL
     SELECT 'no worker', NULL, NULL, 'everything due in database ' || current_database()::text COLLATE "default",
            NULL, u.status,
-           'raise max_worker_processes (this needs a restart), or lower saga.workers; see saga_databases'
+           'raise max_worker_processes (this needs a restart), or lower saga.workers; see saga_databases', NULL
       FROM saga.unserved_status() u(status)
      WHERE u.status IS NOT NULL
     UNION ALL
     SELECT 'nothing pending', i.id, NULL, i.saga_type, NULL, NULL,
            'no delivery of it is pending and no handler ended it: saga_fail(' || i.id
-           || ', reason) or saga_complete(' || i.id || ') by its owner, or saga_cancel(' || i.id || ')'
+           || ', reason) or saga_complete(' || i.id || ') by its owner, or saga_cancel(' || i.id || ')',
+           NULL
       FROM saga.instance i
      WHERE i.status = 'pending' AND i.pattern = 'choreography' AND i.aborted_at IS NULL
        AND i.started_at < now() - interval '10 seconds'
@@ -602,6 +613,14 @@ CREATE OR REPLACE VIEW saga_stuck AS
                         WHERE e.saga_id = i.id AND d.status = 'pending')
        AND NOT EXISTS (SELECT FROM saga.event e
                         WHERE e.saga_id = i.id AND e.published_at > now() - interval '10 seconds');
+
+-- saga_my_stuck (above, "What a saga's owner sees") has saga_stuck's columns
+-- as they were when it was made: it gets blocking_pid too.
+CREATE OR REPLACE VIEW saga_my_stuck AS
+    SELECT st.*
+      FROM @extschema@.saga_stuck st
+      JOIN saga.instance i ON i.id = st.saga_id
+     WHERE pg_has_role(i.owner, 'USAGE');
 
 ------------------------------------------------------------------------------
 -- Who may see and subscribe to what: event types, traces, statuses

@@ -81,6 +81,7 @@ typedef struct ClaimedDelivery
 	bool		aborting;		/* its saga is aborted and not yet ended */
 	bool		cancel;			/* forward work of a saga that is over */
 	int64		size;			/* the payload's stored size, in bytes */
+	bool		failed_before;	/* it has a last error: it may be blocked */
 } ClaimedDelivery;
 
 /* Events up to this size (stored) come with the claim; larger ones later. */
@@ -98,7 +99,7 @@ typedef struct ClaimedDelivery
 	"       coalesce(s.forward AND e.event_type <> 'SagaAborted' AND" \
 	"                (i.aborted_at IS NOT NULL OR" \
 	"                 (i.status <> 'pending' AND e.seq > i.finish_seq)), false)," \
-	"       pg_column_size(e.payload)" \
+	"       pg_column_size(e.payload), d.last_error IS NOT NULL" \
 	"  FROM saga.delivery d" \
 	"  JOIN saga.subscription s ON s.id = d.subscription_id" \
 	"  JOIN saga.event e ON e.id = d.event_id" \
@@ -180,7 +181,9 @@ static SagaPlan done_plan = {
  * later each time it meets one (half the time it has been blocked, between
  * the retry delay and a second), so that a row held for long by another
  * session does not put the same delivery at the head of every batch, and
- * it notes since when it is blocked, for saga_stuck.
+ * it notes since when it is blocked and, when the worker saw it, by whom
+ * ($7, the pid; if not seen this time, the one seen before), for
+ * saga_stuck.
  */
 static SagaPlan failed_plan = {
 	"WITH u AS ("
@@ -189,6 +192,7 @@ static SagaPlan failed_plan = {
 	"         status = CASE WHEN attempts + $2 >= $4 THEN 'dead' ELSE 'pending' END,"
 	"         blocked_since = CASE WHEN $6 THEN NULL"
 	"                              ELSE coalesce(blocked_since, clock_timestamp()) END,"
+	"         blocked_by = CASE WHEN $6 THEN NULL ELSE coalesce($7, blocked_by) END,"
 	"         next_attempt_at = clock_timestamp() +"
 	"             CASE WHEN $6 THEN $5 * interval '1 millisecond'"
 	"                  ELSE least(greatest($5 * interval '1 millisecond',"
@@ -202,7 +206,7 @@ static SagaPlan failed_plan = {
 	"    FROM u JOIN saga.event e ON e.id = u.event_id"
 	"   WHERE $6)"
 	"SELECT status FROM u",
-	6, {INT8OID, INT4OID, TEXTOID, INT4OID, FLOAT8OID, BOOLOID}
+	7, {INT8OID, INT4OID, TEXTOID, INT4OID, FLOAT8OID, BOOLOID, INT4OID}
 };
 
 /* The same before 1.2, which keeps no failures for the trace. */
@@ -239,11 +243,16 @@ lookup_handler(HandlerInfo *cache, volatile int *ncache, int maxcache, Oid handl
 	return &cache[(*ncache)++].flinfo;
 }
 
+/*
+ * A handler failed with edata; counted: its attempt was counted already
+ * (careful mode); blocked_by: the pid of the session that held the lock it
+ * timed out waiting for, 0 if not known.
+ */
 static void
-record_failure(ClaimedDelivery *cd, ErrorData *edata, bool counted)
+record_failure(ClaimedDelivery *cd, ErrorData *edata, bool counted, int blocked_by)
 {
-	Datum		values[6];
-	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	Datum		values[7];
+	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	bool		transient;
 	char	   *status;
 	bool		isnull;
@@ -264,6 +273,8 @@ record_failure(ClaimedDelivery *cd, ErrorData *edata, bool counted)
 							  0 : saga_max_attempts);
 	values[4] = Float8GetDatum(saga_retry_delay_ms(cd->attempts + 1, edata->sqlerrcode));
 	values[5] = BoolGetDatum(!transient);	/* kept for the trace */
+	values[6] = Int32GetDatum(blocked_by);
+	nulls[6] = blocked_by != 0 ? ' ' : 'n';
 	saga_execute(saga_schema_is_1_2() ? &failed_plan : &failed_plan_1_1,
 				 values, nulls, false, 0);
 
@@ -420,6 +431,7 @@ dispatch(int limit, int64 counted_id)
 		cd->aborting = DatumGetBool(SPI_getbinval(tup, desc, 12, &isnull));
 		cd->cancel = DatumGetBool(SPI_getbinval(tup, desc, 13, &isnull));
 		cd->size = DatumGetInt32(SPI_getbinval(tup, desc, 14, &isnull));
+		cd->failed_before = DatumGetBool(SPI_getbinval(tup, desc, 15, &isnull));
 	}
 	SPI_freetuptable(SPI_tuptable);
 
@@ -452,6 +464,7 @@ dispatch(int limit, int64 counted_id)
 		current.saga_id = cd->saga_id;
 		current.has_saga_id = cd->has_saga_id;
 		current.consumer = cd->consumer;
+		current.watch_locks = cd->failed_before;
 
 		if (cd->event == (Datum) 0)
 			load_event(cd, item_cxt);
@@ -497,7 +510,7 @@ dispatch(int limit, int64 counted_id)
 			MemoryContextSwitchTo(item_cxt);
 			CurrentResourceOwner = oldowner;
 
-			record_failure(cd, edata, counted_id != 0);
+			record_failure(cd, edata, counted_id != 0, saga_lock_blocker());
 			if (saga_error_is_transient(edata->sqlerrcode))
 				result.transient++;
 			MemoryContextSwitchTo(batch_cxt);
@@ -631,7 +644,7 @@ saga_count_next_attempt(void)
 		edata.sqlerrcode = ERRCODE_ADMIN_SHUTDOWN;
 		edata.message = psprintf("its handler did not finish %d times: the worker running it exited",
 								 attempts);
-		record_failure(&cd, &edata, true);
+		record_failure(&cd, &edata, true, 0);
 		SPI_finish();
 		return -1;
 	}

@@ -27,6 +27,15 @@
  * statement is, and fails like any error (the attempt counts), so that a
  * handler that hangs holds up its batch for that long and no longer.
  *
+ * A handler that waited saga.lock_timeout for a lock fails, and is
+ * retried; saga_stuck names the session that held the lock.  What the
+ * handler waited for is known only while it waits: by the time the lock
+ * timeout's error can be caught, the wait has been cleaned up.  So while
+ * the handler of a delivery that failed before runs, a timeout of ours
+ * looks every half lock timeout at what it waits for (in the signal
+ * handler: it only copies the lock's tag), and when it fails on the lock
+ * timeout, saga_lock_blocker() finds who held that lock.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -39,7 +48,9 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
+#include "storage/lock.h"
 #include "storage/proc.h"
+#include "storage/sinvaladt.h"
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -136,6 +147,137 @@ stop_time_limit(bool armed)
 		limit_reached = false;
 		QueryCancelPending = false;
 	}
+}
+
+/*
+ * What the handler waited for, sampled by lock_sample_handler(): the
+ * lock's tag and mode, and the start of the lock timeout of that wait (0:
+ * none sampled), which tells whether the lock timeout that made the
+ * handler fail was of this wait or of a later one, not sampled.
+ */
+static TimeoutId sample_timeout = MAX_TIMEOUTS;
+static volatile LOCKTAG sample_tag;
+static volatile LOCKMODE sample_mode;
+static volatile TimestampTz sample_wait_start = 0;
+
+/* Set when the function failed on the lock timeout of the sampled wait. */
+static bool sample_matched = false;
+
+/*
+ * Called in the SIGALRM handler: no allocation, no locks.  The lock we wait
+ * for cannot go away while we wait for it (our PROCLOCK is on it), and it
+ * is only ourselves that clear waitLock at the end of our wait, or the
+ * process granting it to us: at worst we copy the tag of a lock just
+ * granted, and saga_lock_blocker() finds no one in the way.
+ */
+static void
+lock_sample_handler(void)
+{
+	LOCK	   *lock = MyProc->waitLock;
+
+	if (lock != NULL)
+	{
+		sample_tag = lock->tag;
+		sample_mode = MyProc->waitLockMode;
+		sample_wait_start = get_timeout_start_time(LOCK_TIMEOUT);
+	}
+}
+
+/*
+ * Start sampling the locks the function waits for, every half lock timeout
+ * (at least every millisecond): a wait that lasts a whole lock timeout is
+ * sampled at least once, and before the lock timeout fires (timeouts due
+ * together fire in the order of their due time, and the error is raised
+ * only once the signal handler has returned).
+ */
+static void
+start_lock_sampler(void)
+{
+	int			every = Max(saga_lock_timeout / 2, 1);
+
+	if (sample_timeout == MAX_TIMEOUTS)
+		sample_timeout = RegisterTimeout(USER_TIMEOUT, lock_sample_handler);
+	sample_wait_start = 0;
+	sample_matched = false;
+	enable_timeout_every(sample_timeout,
+						 TimestampTzPlusMilliseconds(GetCurrentTimestamp(), every),
+						 every);
+}
+
+/*
+ * Stop sampling; with failed_on, the SQLSTATE the function failed with:
+ * note whether it was the lock timeout of the wait sampled last.
+ */
+static void
+stop_lock_sampler(bool armed, int failed_on)
+{
+	if (!armed)
+		return;
+	disable_timeout(sample_timeout, false);
+	sample_matched = failed_on == ERRCODE_LOCK_NOT_AVAILABLE &&
+		sample_wait_start != 0 &&
+		sample_wait_start == get_timeout_start_time(LOCK_TIMEOUT);
+}
+
+/*
+ * The pid of a session holding the lock whose wait made the last function
+ * fail (the lock timeout of a wait that lock_sample_handler() saw), or 0
+ * if it is not known.  If that session waits itself for another (another
+ * worker queued for the same row ahead of this one, say), it is that
+ * other, as far as such a chain goes: the session that holds things up.
+ * Called once the function's subtransaction has been rolled back; forgets
+ * the sample.
+ */
+int
+saga_lock_blocker(void)
+{
+	LOCKTAG		tag;
+	LOCKMODE	mode;
+	VirtualTransactionId *vxids;
+	int			pid = 0;
+	int			hops;
+
+	if (!sample_matched)
+		return 0;
+	sample_matched = false;
+	tag = sample_tag;
+	mode = sample_mode;
+
+	vxids = GetLockConflicts(&tag, mode, NULL);
+	for (; VirtualTransactionIdIsValid(*vxids); vxids++)
+	{
+		PGPROC	   *proc = BackendIdGetProc(vxids->backendId);
+
+		/* a prepared transaction has no backend, and no pid to name */
+		if (proc != NULL && proc->lxid == vxids->localTransactionId &&
+			proc->pid != 0 && proc->pid != MyProcPid)
+		{
+			pid = proc->pid;
+			break;
+		}
+	}
+
+	/* up the chain of sessions waiting for one another, a few steps */
+	for (hops = 0; pid != 0 && hops < 8; hops++)
+	{
+		ArrayType  *blockers;
+		int32	   *pids;
+		int			n;
+		int			next = 0;
+		int			i;
+
+		blockers = DatumGetArrayTypeP(DirectFunctionCall1(pg_blocking_pids,
+														  Int32GetDatum(pid)));
+		n = ArrayGetNItems(ARR_NDIM(blockers), ARR_DIMS(blockers));
+		pids = (int32 *) ARR_DATA_PTR(blockers);
+		for (i = 0; i < n && next == 0; i++)
+			if (pids[i] != MyProcPid && pids[i] != pid)
+				next = pids[i];
+		if (next == 0)
+			break;
+		pid = next;
+	}
+	return pid;
 }
 
 /*
@@ -318,6 +460,7 @@ saga_invoke_as(Oid role, FmgrInfo *flinfo, Datum arg, bool *isnull)
 	Datum		result;
 	int			limit;
 	volatile bool armed = false;
+	volatile bool sampling = false;
 
 	/*
 	 * A role dropped from another database's session (in this one, DROP
@@ -389,6 +532,13 @@ saga_invoke_as(Oid role, FmgrInfo *flinfo, Datum arg, bool *isnull)
 		enable_timeout_after(limit_timeout, limit);
 		armed = true;
 	}
+	/* a delivery that failed before may be blocked: see who blocks it */
+	if (invoke_depth == 0 && MySagaWorker != NULL && saga_lock_timeout > 0 &&
+		saga_current_delivery != NULL && saga_current_delivery->watch_locks)
+	{
+		start_lock_sampler();
+		sampling = true;
+	}
 	invoke_depth++;
 	PG_TRY();
 	{
@@ -404,6 +554,7 @@ saga_invoke_as(Oid role, FmgrInfo *flinfo, Datum arg, bool *isnull)
 		stop_time_limit(armed);
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
+		stop_lock_sampler(sampling, edata->sqlerrcode);
 		if (timed_out && edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
 		{
 			/* say which limit it was */
@@ -429,6 +580,7 @@ saga_invoke_as(Oid role, FmgrInfo *flinfo, Datum arg, bool *isnull)
 	PG_END_TRY();
 	invoke_depth--;
 	stop_time_limit(armed);
+	stop_lock_sampler(sampling, 0);
 	*isnull = fcinfo->isnull;
 
 	AtEOXact_GUC(false, save_nestlevel);

@@ -220,6 +220,7 @@ typedef struct SagaCurrentDelivery
 	int64		saga_id;		/* 0 when the event has none */
 	bool		has_saga_id;
 	const char *consumer;
+	bool		watch_locks;	/* it failed before: note who blocks it */
 } SagaCurrentDelivery;
 
 extern SagaCurrentDelivery *saga_current_delivery;
@@ -234,6 +235,7 @@ extern bool saga_error_is_transient(int sqlerrcode);
 extern char *saga_error_text(ErrorData *edata);
 extern bool saga_in_user_function(void);
 extern double saga_retry_delay_ms(int attempts, int sqlerrcode);
+extern int	saga_lock_blocker(void);
 
 /* SQLSTATE SG400: a saga step's business "no" (see saga_reject()). */
 #define ERRCODE_SAGA_REJECTED	MAKE_SQLSTATE('S','G','4','0','0')

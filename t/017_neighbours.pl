@@ -8,7 +8,7 @@
 #	  the same for an orchestrated step that hangs: its saga is compensated;
 #	- a row held FOR UPDATE by another session: one customer's deliveries
 #	  wait for it, another customer's order goes through, and saga_stuck
-#	  shows the waiting ones;
+#	  shows the waiting ones with the pid of the session holding it;
 #	- database defaults that used to keep workers from running
 #	  (default_transaction_read_only, REPEATABLE READ, a 1 ms lock_timeout).
 # Handlers run as an application role with the README's grants.
@@ -175,6 +175,8 @@ sql("ALTER SYSTEM SET saga.handler_timeout = '2s'; SELECT pg_reload_conf()");
 # --- 3. a row held FOR UPDATE by another session ----------------------------
 
 my $holder = $node->background_psql('postgres');
+my $holder_pid = $holder->query_safe('SELECT pg_backend_pid()');
+$holder_pid =~ s/\s+//g;
 $holder->query_safe("BEGIN; SELECT * FROM saga.account WHERE customer = 'alice' FOR UPDATE");
 my $alice = sql("SELECT string_agg(saga_place_order('alice', 'widget', 1, 1.00)::text, ',') "
 	  . "FROM generate_series(1, 20)");
@@ -189,6 +191,18 @@ ok( $node->poll_query_until('postgres',
 		"SELECT count(*) > 0 FROM saga_stuck WHERE problem = 'waiting for a lock' "
 		  . "AND saga_id IN ($alice)"),
 	"saga_stuck shows alice's deliveries waiting for a lock");
+# each names the session holding the row, though two workers queue for it
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) > 0 AND bool_and(blocking_pid IS NOT DISTINCT FROM $holder_pid) "
+		  . "FROM saga_stuck WHERE problem = 'waiting for a lock' AND saga_id IN ($alice)"),
+	"saga_stuck names the holder's pid as alice's deliveries' blocking_pid");
+like( sql("SELECT remedy FROM saga_stuck WHERE problem = 'waiting for a lock' "
+		  . "AND saga_id IN ($alice) LIMIT 1"),
+	qr/^pid $holder_pid \(see pg_stat_activity\) has held a lock its handler needs since /,
+	'and its remedy names it');
+is( sql("SELECT count(*) > 0 FROM saga_my_stuck WHERE blocking_pid = $holder_pid "
+		  . "AND saga_id IN ($alice)"),
+	't', 'so does saga_my_stuck, for their owner');
 $holder->query_safe('COMMIT');
 $holder->quit;
 ok( $node->poll_query_until('postgres',
