@@ -103,6 +103,8 @@ SELECT stmt, own_try(stmt) AS result FROM (VALUES
     (format('SELECT * FROM saga_info(%s)', :a1)),
     ('SELECT saga_status(-1)')
   ) AS t(stmt);
+-- nor publish into it, even an event type of its own
+SELECT own_try_hint(format('SELECT saga_publish(''SpyNote'', ''{}'', %s)', :a1)) AS spy_publishes_into;
 -- nor may it grant what is not its own
 SELECT own_try('SELECT saga_grant_events(''PatientAdmitted'', ''own_spy'')') AS grant_itself_events;
 -- (its own admissions, granted to itself, are not the clinic's)

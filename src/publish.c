@@ -251,7 +251,8 @@ saga_publish(PG_FUNCTION_ARGS)
 					 exists ?
 					 errmsg("permission denied to publish into saga %lld", (long long) saga_id) :
 					 errmsg("saga %lld does not exist", (long long) saga_id),
-					 exists ? errdetail("Only a role acting for a saga's owner may publish its events.") : 0));
+					 exists ? errdetail("Only a role acting for a saga's owner may publish its events.") : 0,
+					 exists ? errhint("Publish it as a member of the saga's owner role, or pass NULL as the saga id to publish it outside the saga.") : 0));
 	}
 	else if (cur != NULL && cur->has_saga_id)
 	{
