@@ -1076,3 +1076,40 @@ $$;
 COMMENT ON FUNCTION saga_check(interval, interval) IS
 'one row per violation of the engine''s promises in the record of every saga: not_ended, failed_without_reason, completed_after_abort, completed_after_deadline, step_after_deadline, completed_with_compensation, completed_incomplete, step_twice, forward_order, forward_after_abort, forward_after_end, compensation_missing, compensation_extra, compensation_order, compensation_dead, status_mismatch, await_mismatch';
 REVOKE ALL ON FUNCTION saga_check(interval, interval) FROM PUBLIC;
+
+------------------------------------------------------------------------------
+-- Fixes from a walk through the README
+------------------------------------------------------------------------------
+
+/*
+ * saga_backlog lists every orchestrated service, at zero when nothing of
+ * it waits, as it lists every consumer: before, a service showed only
+ * while one of its steps was due, so a DBA looking at an idle database
+ * could not tell the services from nothing.
+ */
+CREATE OR REPLACE VIEW saga_backlog AS
+    SELECT 'deliveries'::text AS kind, s.consumer,
+           count(d.id) AS pending,
+           min(e.published_at) AS oldest,
+           coalesce(now() - min(e.published_at), interval '0') AS lag,
+           p.consumer IS NOT NULL AS paused
+      FROM saga.subscription s
+      LEFT JOIN saga.delivery d ON d.subscription_id = s.id AND d.status = 'pending'
+      LEFT JOIN saga.event e ON e.id = d.event_id
+      LEFT JOIN saga.paused_consumer p ON p.consumer = s.consumer
+     GROUP BY s.consumer, p.consumer
+    UNION ALL
+    SELECT 'steps', sv.service,
+           count(w.id), min(w.started_at), coalesce(now() - min(w.started_at), interval '0'),
+           p.consumer IS NOT NULL
+      FROM (SELECT DISTINCT service FROM saga.definition_step) sv
+      LEFT JOIN (SELECT i.id, i.started_at, ds.service
+                   FROM saga.instance i
+                   JOIN saga.definition_step ds
+                     ON ds.definition = i.saga_type AND ds.version = i.definition_version
+                    AND ds.step_no = i.step
+                  WHERE i.status = 'pending'
+                    AND i.phase IN ('forward', 'compensating', 'stuck')) w
+        ON w.service = sv.service
+      LEFT JOIN saga.paused_consumer p ON p.consumer = sv.service
+     GROUP BY sv.service, p.consumer;

@@ -18,6 +18,9 @@ SELECT kind, consumer, pending, lag >= '0' AS has_lag, paused FROM saga_backlog
  WHERE pending > 0 ORDER BY kind, consumer;
 SELECT saga_run_pending();
 SELECT kind, consumer, pending FROM saga_backlog WHERE pending > 0;
+-- with nothing waiting, every consumer and every orchestrated service is
+-- still listed, at zero (1.2: services used to vanish)
+SELECT kind, consumer, pending, lag, paused FROM saga_backlog ORDER BY kind, consumer;
 
 -- The traces as Mermaid sequence diagrams, shaped like the seed's.
 SELECT saga_trace_mermaid(:chor_ok);
