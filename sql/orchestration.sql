@@ -306,6 +306,15 @@ SELECT saga_start('walk') AS walk \gset
 SELECT saga_run_pending() >= 250 AS ran_every_step;
 SELECT status, data->>'ticks' AS ticks FROM saga_instances WHERE id = :walk;
 
+-- A Mermaid trace lists its participants as they take part, the sender of
+-- a message before its receiver, whatever their names ("booking" used to
+-- come before "client").
+SELECT saga_define('booking', saga_step('flight', 'book_flight(jsonb)'));
+SELECT saga_start('booking') AS booking \gset
+SELECT saga_run_pending() > 0 AS ran;
+SELECT line FROM regexp_split_to_table(saga_trace_mermaid(:booking), E'\n') line
+ WHERE line LIKE '%participant%';
+
 -- Clean up.
 DROP EXTENSION saga CASCADE;
 DROP FUNCTION tick(jsonb);
