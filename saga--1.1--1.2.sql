@@ -1134,7 +1134,7 @@ BEGIN
     SELECT * INTO i FROM saga.instance WHERE id = saga_trace_mermaid.saga_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'saga % does not exist', coalesce(saga_id::text, 'NULL')
-            USING ERRCODE = 'no_data_found';
+            USING ERRCODE = 'undefined_object';
     END IF;
     SELECT st.problem || ': ' || st.work || coalesce(' (' || st.last_error || ')', '')
       INTO stuck
@@ -1173,5 +1173,31 @@ BEGIN
               FROM p
              WHERE p.name = i.saga_type) lines;
     RETURN diagram;
+END
+$$;
+
+/*
+ * "Does not exist" errors use 42704 (undefined_object), as core's do for
+ * a missing object, not PL/pgSQL's P0002 (no_data_found): the C
+ * functions (saga_status, saga_await, saga_retry, saga_complete,
+ * saga_fail, saga_retry_delivery, saga_publish with a saga id) changed
+ * with the library; the example's saga_order_status changes here.
+ */
+CREATE OR REPLACE FUNCTION saga_order_status(order_id bigint)
+RETURNS text
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    result text;
+BEGIN
+    SELECT i.status INTO result
+      FROM saga.instance i
+     WHERE i.id = saga_order_status.order_id AND i.saga_type = 'order';
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'order % does not exist', coalesce(order_id::text, 'NULL')
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    RETURN result;
 END
 $$;

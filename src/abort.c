@@ -270,7 +270,7 @@ abort_saga(int64 saga_id, const char *reason, bool wait, Oid check_owner)
 	{
 		if (wait)
 			ereport(ERROR,
-					(errcode(ERRCODE_NO_DATA_FOUND),
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
 					 errmsg("saga %lld does not exist", (long long) saga_id)));
 		return false;
 	}

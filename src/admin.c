@@ -128,7 +128,7 @@ saga_retry_delivery(PG_FUNCTION_ARGS)
 	saga_execute(&retry_look_plan, &arg, NULL, false, 0);
 	if (SPI_processed == 0)
 		ereport(ERROR,
-				(errcode(ERRCODE_NO_DATA_FOUND),
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("delivery %lld does not exist", (long long) id)));
 	tup = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;

@@ -183,7 +183,7 @@ finish_saga(int64 saga_id, const char *status, text *reason)
 	saga_execute(&lock_plan, values, NULL, false, 0);
 	if (SPI_processed == 0)
 		ereport(ERROR,
-				(errcode(ERRCODE_NO_DATA_FOUND),
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("saga %lld does not exist", (long long) saga_id)));
 	owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
 										   SPI_tuptable->tupdesc, 1, &isnull));
@@ -245,7 +245,7 @@ lookup_status(int64 saga_id, bool *mine)
 	saga_end_as_owner(save_userid, save_sec_context);
 	if (SPI_processed == 0)
 		ereport(ERROR,
-				(errcode(ERRCODE_NO_DATA_FOUND),
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("saga %lld does not exist", (long long) saga_id)));
 	status = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0],
 											   SPI_tuptable->tupdesc, 1, &isnull));

@@ -461,7 +461,7 @@ saga_retry(PG_FUNCTION_ARGS)
 	saga_execute(&owner_plan, &arg, NULL, false, 0);
 	if (SPI_processed == 0)
 		ereport(ERROR,
-				(errcode(ERRCODE_NO_DATA_FOUND),
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("saga %lld does not exist", (long long) saga_id)));
 	if (!has_privs_of_role(caller,
 						   DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],

@@ -247,7 +247,7 @@ saga_publish(PG_FUNCTION_ARGS)
 		saga_id = PG_GETARG_INT64(2);
 		if (!saga_may_act_for(GetUserId(), saga_id, &exists))
 			ereport(ERROR,
-					(errcode(exists ? ERRCODE_INSUFFICIENT_PRIVILEGE : ERRCODE_NO_DATA_FOUND),
+					(errcode(exists ? ERRCODE_INSUFFICIENT_PRIVILEGE : ERRCODE_UNDEFINED_OBJECT),
 					 exists ?
 					 errmsg("permission denied to publish into saga %lld", (long long) saga_id) :
 					 errmsg("saga %lld does not exist", (long long) saga_id),
