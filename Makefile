@@ -9,7 +9,7 @@ OBJS = \
 	src/worker.o \
 	src/dispatch.o \
 	src/invoke.o \
-	src/orchestrate.o \
+	src/definition.o src/steps.o \
 	src/abort.o \
 	src/admin.o \
 	src/stats.o \

@@ -38,6 +38,7 @@
 #include "utils/jsonb.h"
 
 #include "saga.h"
+#include "steps.h"
 
 PG_FUNCTION_INFO_V1(saga_cancel);
 

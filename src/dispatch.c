@@ -49,6 +49,7 @@
 #include "utils/resowner.h"
 
 #include "saga.h"
+#include "steps.h"
 
 SagaCurrentDelivery *saga_current_delivery = NULL;
 

@@ -466,7 +466,7 @@ saga_invoke_as(Oid role, FmgrInfo *flinfo, Datum arg, bool *isnull)
 	 * A role dropped from another database's session (in this one, DROP
 	 * ROLE is refused while the engine names it: utility.c) can never run
 	 * its work, and no other role may stand in for it: say so, once.  The
-	 * work fails for good (dispatch.c, orchestrate.c).
+	 * work fails for good (dispatch.c, steps.c).
 	 */
 	if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(role)))
 		ereport(ERROR,

@@ -208,10 +208,7 @@ extern bool saga_batch_out_of_time(void);
  */
 #define SAGA_LEASE_MS	1000.0
 
-/* orchestrate.c */
-extern SagaBatchResult saga_run_steps(int limit);
-extern int64 saga_count_next_step(void);
-extern SagaBatchResult saga_run_counted_step(int64 saga_id);
+/* the step runner: steps.h */
 
 /* The delivery being handled right now, for saga_publish's defaults. */
 typedef struct SagaCurrentDelivery
@@ -288,7 +285,6 @@ extern int	saga_abort_expired(int limit);
 extern int	saga_settle_aborted(int64 *ids, int n);
 extern void saga_mark_aborted(int64 saga_id, const char *reason);
 extern void saga_abort_now(int64 *ids, const char **reasons, int n);
-extern void saga_abort_orchestrated(int64 saga_id, const char *reason);	/* orchestrate.c */
 extern void saga_begin_as_owner(Oid *save_userid, int *save_sec_context);
 extern void saga_end_as_owner(Oid save_userid, int save_sec_context);
 

@@ -46,6 +46,7 @@
 #include "utils/wait_event.h"
 
 #include "saga.h"
+#include "steps.h"
 
 SagaWorkerSlot *MySagaWorker = NULL;
 static SagaDatabase *MySagaDatabase = NULL;
