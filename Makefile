@@ -9,7 +9,9 @@ OBJS = \
 	src/worker.o \
 	src/dispatch.o \
 	src/invoke.o \
-	src/definition.o src/steps.o \
+	src/batch.o \
+	src/definition.o \
+	src/steps.o \
 	src/abort.o \
 	src/admin.o \
 	src/stats.o \

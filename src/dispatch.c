@@ -49,20 +49,10 @@
 #include "utils/resowner.h"
 
 #include "saga.h"
+#include "batch.h"
 #include "steps.h"
 
 SagaCurrentDelivery *saga_current_delivery = NULL;
-
-/* When the worker's current batch should commit (0: no limit). */
-TimestampTz saga_batch_deadline = 0;
-
-/* Has the current batch used up its time (saga.batch_time)? */
-bool
-saga_batch_out_of_time(void)
-{
-	return saga_batch_deadline != 0 &&
-		GetCurrentTimestamp() >= saga_batch_deadline;
-}
 
 /* One claimed delivery, copied out of SPI's memory. */
 typedef struct ClaimedDelivery
@@ -351,6 +341,7 @@ static SagaBatchResult
 dispatch(int limit, int64 counted_id)
 {
 	SagaBatchResult result = {0, 0, 0, 0};
+	uint64		noted = saga_work_noted_count();
 	MemoryContext batch_cxt;
 	MemoryContext item_cxt;
 	MemoryContext oldcxt;
@@ -570,6 +561,7 @@ dispatch(int limit, int64 counted_id)
 	SPI_finish();
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextDelete(batch_cxt);
+	result.published = (int) (saga_work_noted_count() - noted);
 	return result;
 }
 
@@ -669,45 +661,4 @@ SagaBatchResult
 saga_dispatch_counted(int64 delivery_id)
 {
 	return dispatch(1, delivery_id);
-}
-
-PG_FUNCTION_INFO_V1(saga_run_pending);
-
-/*
- * saga_run_pending() returns bigint
- *
- * Deliver events and run orchestrated steps in this session, batch after
- * batch, until nothing is due: what the handlers publish is delivered too,
- * so whole sagas run to their end.  Everything happens in the caller's
- * transaction.  Returns the number of deliveries and steps that
- * succeeded.  Work that fails is not retried within the same call.
- */
-Datum
-saga_run_pending(PG_FUNCTION_ARGS)
-{
-	int64		total = 0;
-
-	/* a step's own saga is locked by this transaction, not skipped */
-	if (saga_current_delivery != NULL || saga_in_user_function())
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("saga_run_pending() cannot be called from inside a handler or step"),
-				 errhint("Handlers and steps run inside a batch already; the events they publish are delivered after them.")));
-	saga_refuse_in_copy("saga_run_pending()");
-
-	for (;;)
-	{
-		SagaBatchResult r;
-		SagaBatchResult s;
-		int			aborted;
-
-		CHECK_FOR_INTERRUPTS();
-		r = saga_dispatch_batch(saga_batch_size);
-		s = saga_run_steps(saga_batch_size);
-		aborted = saga_abort_expired(saga_batch_size);
-		total += r.done + s.done;
-		if (r.claimed == 0 && s.claimed == 0 && aborted == 0)
-			break;
-	}
-	PG_RETURN_INT64(total);
 }

@@ -194,13 +194,12 @@ typedef struct SagaBatchResult
 	int			done;			/* handled successfully */
 	int			failed;			/* handler raised; retried later or dead */
 	int			transient;		/* of which a lock timeout or deadlock: due again at once */
+	int			published;		/* work its handlers and steps made due (saga_note_published) */
 } SagaBatchResult;
 
 extern SagaBatchResult saga_dispatch_batch(int limit);
 extern int64 saga_count_next_attempt(void);
 extern SagaBatchResult saga_dispatch_counted(int64 delivery_id);
-extern TimestampTz saga_batch_deadline;
-extern bool saga_batch_out_of_time(void);
 /*
  * How long work counted in careful mode (worker.c) is not due again: long
  * enough for the next transaction to lock it, which it then holds while it
@@ -294,7 +293,7 @@ extern void saga_end_as_owner(Oid save_userid, int save_sec_context);
  */
 extern void saga_register_xact_callbacks(void);
 extern void saga_note_published(void);
-extern uint64 saga_work_noted;
+extern uint64 saga_work_noted_count(void);
 extern void saga_note_finished(int64 saga_id);
 extern void saga_note_extension_created(void);
 extern void saga_resume_at_xact_end(Oid dboid);

@@ -59,6 +59,7 @@
 
 #include "saga.h"
 #include "steps.h"
+#include "batch.h"
 
 static SagaPlan claim_plan = {
 	"SELECT i.id, i.saga_type, i.definition_version, i.step, i.phase, i.data,"
@@ -634,6 +635,7 @@ static SagaBatchResult
 run_steps(int limit, int64 counted_id)
 {
 	SagaBatchResult result = {0, 0, 0, 0};
+	uint64		noted = saga_work_noted_count();
 	MemoryContext batch_cxt;
 	MemoryContext oldcxt;
 	ClaimedSaga *claimed;
@@ -720,6 +722,7 @@ run_steps(int limit, int64 counted_id)
 	SPI_finish();
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextDelete(batch_cxt);
+	result.published = (int) (saga_work_noted_count() - noted);
 	return result;
 }
 

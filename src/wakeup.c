@@ -75,19 +75,30 @@ saga_await_cv(int64 saga_id)
 }
 
 /* Work became due (an event, a saga to start or resume): count it. */
-uint64		saga_work_noted = 0;
+static uint64 work_noted = 0;
 
 /*
  * Work became due in this transaction (an event published, a saga started
  * or resumed): at commit, wake a worker (saga_xact_callback); in a
- * worker, its batch driver sees saga_work_noted move and runs another
+ * batch, the dispatcher and the step runner report how much their work
+ * published (saga_work_noted_count()), and the batch driver runs another
  * round.
  */
 void
 saga_note_published(void)
 {
 	published_in_xact = true;
-	saga_work_noted++;
+	work_noted++;
+}
+
+/*
+ * How much work this backend has made due so far (saga_note_published()
+ * calls): the difference before and after some work is what it published.
+ */
+uint64
+saga_work_noted_count(void)
+{
+	return work_noted;
 }
 
 /* A saga ended in this transaction: at commit, wake who awaits it. */

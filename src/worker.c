@@ -47,6 +47,7 @@
 
 #include "saga.h"
 #include "steps.h"
+#include "batch.h"
 
 SagaWorkerSlot *MySagaWorker = NULL;
 static SagaDatabase *MySagaDatabase = NULL;
@@ -169,52 +170,15 @@ worker_run_counted(int64 counted, bool step)
 }
 
 /*
- * The rounds of one batch, in the transaction worker_run_batch() started
- * (with an active snapshot), which this commits.
+ * The rounds of one batch (batch.c), in the transaction worker_run_batch()
+ * started (with an active snapshot), which this commits.
  */
 static SagaBatchResult
 worker_run_rounds(void)
 {
 	SagaBatchResult r;
-	SagaBatchResult s;
-	int			round;
 
-	/*
-	 * Rounds of deliveries and steps.  What a round's handlers publish is
-	 * pending (to this transaction only) when the next round looks, so a
-	 * choreographed saga goes from event to event in one transaction and
-	 * one commit, as an orchestrated one goes from step to step (within
-	 * saga_run_steps).  The first round looks for deliveries and steps;
-	 * another round follows only if the last one published something, and
-	 * claims due deliveries again (those of its events among them).  The
-	 * rounds end when the last one published nothing, or the batch is full
-	 * or out of time, or after a lock conflict: then commit soon rather
-	 * than take more locks.
-	 */
-	r = (SagaBatchResult) {0, 0, 0, 0};
-	saga_batch_deadline = saga_batch_time > 0 ?
-		TimestampTzPlusMilliseconds(GetCurrentTimestamp(), saga_batch_time) : 0;
-	for (round = 0;; round++)
-	{
-		int			room = saga_batch_size - r.claimed;
-		uint64		noted = saga_work_noted;
-		SagaBatchResult d;
-
-		d = saga_dispatch_batch(room);
-		s = (SagaBatchResult) {0, 0, 0, 0};
-		if (round == 0 && d.transient == 0 && room > d.claimed)
-			s = saga_run_steps(room - d.claimed);
-		r.claimed += d.claimed + s.claimed;
-		r.done += d.done + s.done;
-		r.failed += d.failed + s.failed;
-		r.transient += d.transient + s.transient;
-		if (saga_work_noted == noted || r.transient > 0 ||
-			r.claimed >= saga_batch_size || saga_batch_out_of_time())
-			break;
-		CHECK_FOR_INTERRUPTS();
-	}
-
-	saga_batch_deadline = 0;
+	r = saga_batch_run_rounds(saga_batch_size, saga_batch_time);
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	pgstat_report_stat(false);
