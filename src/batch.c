@@ -92,6 +92,41 @@ saga_batch_run_rounds(int limit, int time_ms)
 	return r;
 }
 
+/*
+ * Careful mode's first look (worker.c; saga_count_next_attempt() in
+ * dispatch.c, saga_count_next_step() in steps.c): run next_due, a
+ * statement that locks the next item due and returns its id and its
+ * attempts so far.  The caller is connected to SPI.  Returns false if
+ * nothing is due.
+ */
+bool
+saga_careful_next(SagaPlan *next_due, int64 *id, int32 *attempts)
+{
+	bool		isnull;
+
+	saga_execute(next_due, NULL, NULL, false, 0);
+	if (SPI_processed == 0)
+		return false;
+	*id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	*attempts = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	return true;
+}
+
+/*
+ * Careful mode: count the attempt at the item saga_careful_next() found,
+ * and lease it for SAGA_LEASE_MS, with count_attempt (taking the id and the
+ * lease in milliseconds).  The caller is connected to SPI.
+ */
+void
+saga_careful_lease(SagaPlan *count_attempt, int64 id)
+{
+	Datum		args[2];
+
+	args[0] = Int64GetDatum(id);
+	args[1] = Float8GetDatum(SAGA_LEASE_MS);
+	saga_execute(count_attempt, args, NULL, false, 0);
+}
+
 PG_FUNCTION_INFO_V1(saga_run_pending);
 
 /*

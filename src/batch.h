@@ -21,4 +21,15 @@ extern SagaBatchResult saga_batch_run_rounds(int limit, int time_ms);
 /* Has the batch running now used up its time?  (Dispatcher, step runner.) */
 extern bool saga_batch_out_of_time(void);
 
+/*
+ * Careful mode (worker.c): how long an item whose attempt was counted is
+ * not due again: long enough for the next transaction to lock it, which it
+ * then holds while it runs; if the worker dies, it is due again this soon
+ * after.
+ */
+#define SAGA_LEASE_MS	1000.0
+
+extern bool saga_careful_next(SagaPlan *next_due, int64 *id, int32 *attempts);
+extern void saga_careful_lease(SagaPlan *count_attempt, int64 id);
+
 #endif							/* SAGA_BATCH_H */

@@ -578,30 +578,26 @@ saga_dispatch_batch(int limit)
 /*
  * Careful mode, first half: in a transaction of its own, take the next due
  * delivery, count an attempt at it and lease it (SAGA_LEASE_MS), so that
- * the attempt counts even if the worker dies in it; the second half, in the next transaction,
- * is saga_dispatch_counted().  A delivery whose attempts ran out this way
- * (its handler ended the worker saga.max_attempts times) is dead-lettered
- * instead, without running it again.  Returns the delivery's id, 0 if none
- * is due, -1 if it dead-lettered one.
+ * the attempt counts even if the worker dies in it; the second half, in
+ * the next transaction, is saga_dispatch_counted().  A delivery whose
+ * attempts ran out this way (its handler ended the worker
+ * saga.max_attempts times) is dead-lettered instead, without running it
+ * again.  Returns the delivery's id, 0 if none is due, -1 if it
+ * dead-lettered one.
  */
 int64
 saga_count_next_attempt(void)
 {
 	int64		id;
 	int32		attempts;
-	bool		isnull;
-	double		lease_ms;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	saga_execute(&next_due_plan, NULL, NULL, false, 0);
-	if (SPI_processed == 0)
+	if (!saga_careful_next(&next_due_plan, &id, &attempts))
 	{
 		SPI_finish();
 		return 0;
 	}
-	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	attempts = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 	if (attempts >= saga_max_attempts)
 	{
 		/* record it as a failure of the handler, and let the others take over */
@@ -611,6 +607,7 @@ saga_count_next_attempt(void)
 		HeapTuple	tup;
 		TupleDesc	desc;
 		Datum		d;
+		bool		isnull;
 
 		args[0] = Int32GetDatum(1);
 		args[1] = Int32GetDatum(SAGA_INLINE_BYTES);
@@ -641,14 +638,7 @@ saga_count_next_attempt(void)
 		SPI_finish();
 		return -1;
 	}
-	lease_ms = SAGA_LEASE_MS;
-	{
-		Datum		args[2];
-
-		args[0] = Int64GetDatum(id);
-		args[1] = Float8GetDatum(lease_ms);
-		saga_execute(&count_attempt_plan, args, NULL, false, 0);
-	}
+	saga_careful_lease(&count_attempt_plan, id);
 	SPI_finish();
 	return id;
 }

@@ -200,13 +200,6 @@ typedef struct SagaBatchResult
 extern SagaBatchResult saga_dispatch_batch(int limit);
 extern int64 saga_count_next_attempt(void);
 extern SagaBatchResult saga_dispatch_counted(int64 delivery_id);
-/*
- * How long work counted in careful mode (worker.c) is not due again: long
- * enough for the next transaction to lock it, which it then holds while it
- * runs; if the worker dies, it is due again this soon after.
- */
-#define SAGA_LEASE_MS	1000.0
-
 /* the step runner: steps.h */
 
 /* The delivery being handled right now, for saga_publish's defaults. */

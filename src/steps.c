@@ -752,27 +752,22 @@ saga_count_next_step(void)
 {
 	int64		id;
 	int32		attempts;
-	bool		isnull;
-	Datum		args[2];
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	saga_execute(&next_due_plan, NULL, NULL, false, 0);
-	if (SPI_processed == 0)
+	if (!saga_careful_next(&next_due_plan, &id, &attempts))
 	{
 		SPI_finish();
 		return 0;
 	}
-	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	attempts = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 	if (attempts >= saga_max_attempts)
 	{
 		ClaimedSaga cs;
 		StepDef		def;
 		char	   *msg;
+		Datum		arg = Int64GetDatum(id);
 
-		args[0] = Int64GetDatum(id);
-		saga_execute(&claim_counted_plan, args, NULL, false, 0);
+		saga_execute(&claim_counted_plan, &arg, NULL, false, 0);
 		unpack_claimed(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, &cs);
 		cs.attempts = attempts - 1;		/* the last one, for the trace */
 		if (!load_step(&cs, cs.step, &def))
@@ -807,9 +802,7 @@ saga_count_next_step(void)
 		SPI_finish();
 		return -1;
 	}
-	args[0] = Int64GetDatum(id);
-	args[1] = Float8GetDatum(SAGA_LEASE_MS);
-	saga_execute(&count_attempt_plan, args, NULL, false, 0);
+	saga_careful_lease(&count_attempt_plan, id);
 	SPI_finish();
 	return id;
 }
