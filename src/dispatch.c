@@ -218,6 +218,7 @@ typedef struct HandlerInfo
 	FmgrInfo	flinfo;
 } HandlerInfo;
 
+/* The FmgrInfo of a handler, looked up once per batch and kept in cache. */
 static FmgrInfo *
 lookup_handler(HandlerInfo *cache, volatile int *ncache, int maxcache, Oid handler,
 			   MemoryContext cxt)

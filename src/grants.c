@@ -136,6 +136,9 @@ static int	n_known_types = 0;
 static int	next_known_type = 0;	/* the one to replace when full */
 static LocalTransactionId known_lxid = InvalidLocalTransactionId;
 
+/*
+ * Forget the event types known to be allowed (the rights may have changed).
+ */
 static void
 forget_known_type(void)
 {
@@ -161,6 +164,11 @@ is_known_type(const char *event_type, Oid role)
 	return false;
 }
 
+/*
+ * Remember, for the rest of this transaction, that role may publish
+ * event_type, so that a transaction publishing many events of one type
+ * checks the right once.  A name too long for the cache is not kept.
+ */
 static void
 remember_known_type(const char *event_type, Oid role)
 {

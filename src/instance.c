@@ -212,6 +212,9 @@ finish_saga(int64 saga_id, const char *status, text *reason)
 	saga_count(strcmp(status, "completed") == 0 ? SAGA_COUNT_COMPLETED : SAGA_COUNT_FAILED, 1);
 }
 
+/*
+ * saga_complete(saga_id): a choreographed saga's participant says it ended well.
+ */
 Datum
 saga_complete(PG_FUNCTION_ARGS)
 {
@@ -219,6 +222,9 @@ saga_complete(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
+/*
+ * saga_fail(saga_id, reason): a choreographed saga's participant says it failed.
+ */
 Datum
 saga_fail(PG_FUNCTION_ARGS)
 {
@@ -269,6 +275,11 @@ text_in_caller_context(const char *s)
 	return t;
 }
 
+/*
+ * saga_status(saga_id): 'pending', 'completed' or 'failed', for the roles
+ * that may see the saga (grants.c); an error for others, and for a saga
+ * that does not exist.
+ */
 Datum
 saga_status(PG_FUNCTION_ARGS)
 {
