@@ -3,15 +3,27 @@
  * saga.h
  *	  Declarations shared by the saga extension's source files.
  *
- * The extension has four moving parts:
- *	- a launcher background worker (launcher.c) that keeps saga.workers
- *	  database workers running in every database where the extension exists;
+ * The parts, a file each (docs/architecture.md tells how they work
+ * together):
+ *	- the launcher (launcher.c), a background worker that keeps saga.workers
+ *	  database workers running in every database with the extension;
  *	- database workers (worker.c) that sleep until woken by NOTIFY, their
- *	  latch or the poll interval, then deliver events in batches;
- *	- the dispatcher (dispatch.c) that claims pending deliveries and runs
- *	  their handlers, used by the workers and by saga_run_pending();
- *	- the SQL-callable engine API (publish.c, instance.c).
- * They share state through shared memory (shmem.c).
+ *	  latch or the poll interval, then run batches;
+ *	- the batch driver (batch.c, batch.h): rounds of deliveries and steps
+ *	  in one transaction, for the workers and saga_run_pending();
+ *	- the dispatcher (dispatch.c), which claims deliveries and runs their
+ *	  handlers, and the step runner (steps.c, steps.h) for orchestrated
+ *	  sagas; both run user code through invoke.c;
+ *	- the SQL API: the outbox and subscriptions (publish.c), instances
+ *	  (instance.c), definitions (definition.c), aborts and deadlines
+ *	  (abort.c), the operator's calls (admin.c), rights (grants.c),
+ *	  counters (stats.c), purges (retention.c), logical copies (replica.c);
+ *	- what reacts to the session: the commit-time wake-up and restore
+ *	  detection (wakeup.c), the utility hook (utility.c);
+ *	- shared memory (shmem.c) and the SPI helpers (spi_util.c); the GUCs
+ *	  and _PG_init() (saga.c).
+ * This header holds what several of them share; batch.h and steps.h what
+ * only their callers need.
  *
  *-------------------------------------------------------------------------
  */
