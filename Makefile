@@ -20,6 +20,7 @@ OBJS = \
 	src/grants.o \
 	src/instance.o \
 	src/wakeup.o \
+	src/lifecycle.o \
 	src/utility.o \
 	src/spi_util.o \
 	src/replica.o

@@ -14,7 +14,7 @@
  * are served without a restart and dropped ones are forgotten.
  *
  * A database into which a session is restoring gets no workers until that
- * session stops restoring (see wakeup.c); the launcher is the one that
+ * session stops restoring (see lifecycle.c); the launcher is the one that
  * notices a restoring session gone idle (launcher_check_restores()).
  *
  * Workers are dynamic background workers that report to the launcher
@@ -64,7 +64,7 @@
 
 /*
  * A restoring session idle this long no longer holds its database's
- * workers back (see wakeup.c); the launcher looks at it every
+ * workers back (see lifecycle.c); the launcher looks at it every
  * SAGA_RESTORE_CHECK_MS.
  */
 #define SAGA_RESTORE_IDLE_MS		(10 * 1000)
@@ -267,7 +267,7 @@ launcher_start_worker(SagaDatabase *db)
 }
 
 /*
- * The restores that hold databases' workers back (wakeup.c): end the hold
+ * The restores that hold databases' workers back (lifecycle.c): end the hold
  * of a session that is gone, or that has been idle for SAGA_RESTORE_IDLE_MS.
  * Idle means running no statement (pg_stat_activity's state is idle, or
  * idle in transaction; a COPY counts as running until the client has sent

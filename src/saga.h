@@ -18,12 +18,13 @@
  *	  (instance.c), definitions (definition.c), aborts and deadlines
  *	  (abort.c), the operator's calls (admin.c), rights (grants.c),
  *	  counters (stats.c), purges (retention.c), logical copies (replica.c);
- *	- what reacts to the session: the commit-time wake-up and restore
- *	  detection (wakeup.c), the utility hook (utility.c);
+ *	- a database's lifecycle: probed, active, paused for DDL, forgotten,
+ *	  held back by a restore (lifecycle.c, lifecycle.h); the utility hook
+ *	  that pauses it (utility.c); the commit-time wake-up (wakeup.c);
  *	- shared memory (shmem.c) and the SPI helpers (spi_util.c); the GUCs
  *	  and _PG_init() (saga.c).
- * This header holds what several of them share; batch.h and steps.h what
- * only their callers need.
+ * This header holds what several of them share; batch.h, lifecycle.h and
+ * steps.h what only their callers need.
  *
  *-------------------------------------------------------------------------
  */
@@ -114,7 +115,7 @@ typedef struct SagaDatabase
 
 	/*
 	 * A session restoring into the database holds its workers back while it
-	 * keeps working (wakeup.c; the launcher ends an idle one's hold).
+	 * keeps working (lifecycle.c; the launcher ends an idle one's hold).
 	 */
 	int			restore_pid;	/* that session, or 0 */
 	uint32		restore_xacts;	/* transactions it has ended since */
@@ -171,16 +172,7 @@ extern SagaDatabase *saga_find_database(Oid dboid, bool create);
 extern void saga_wake_launcher_now(bool rescan);
 extern void saga_wake_idle_worker(Oid dboid);
 extern void saga_note_notify_committed(Oid dboid);
-extern void saga_pause_database(Oid dboid);
-extern void saga_resume_database(Oid dboid);
-extern void saga_forget_database(Oid dboid);
-extern void saga_mark_database(Oid dboid, SagaDbState state);
-extern uint64 saga_database_generation(Oid dboid);
 extern bool saga_database_careful(SagaDatabase *db);
-extern void saga_report_probe(Oid dboid, bool installed, uint64 generation);
-extern void saga_hold_for_restore(Oid dboid);
-extern bool saga_restore_xact_ended(Oid dboid);
-extern void saga_release_restore(Oid dboid, int pid);
 extern void saga_release_slot(SagaWorkerSlot *w, bool failed);
 
 /* ------------------------------------------------------------------------
@@ -300,11 +292,6 @@ extern void saga_register_xact_callbacks(void);
 extern void saga_note_published(void);
 extern uint64 saga_work_noted_count(void);
 extern void saga_note_finished(int64 saga_id);
-extern void saga_note_extension_created(void);
-extern void saga_resume_at_xact_end(Oid dboid);
-extern void saga_note_create_extension(bool restoring);
-extern void saga_wake_launcher_at_xact_end(void);
-extern void saga_forget_at_commit(Oid dboid);
 extern ConditionVariable *saga_await_cv(int64 saga_id);
 
 /* replica.c: a logical-replication copy runs no sagas */

@@ -68,6 +68,7 @@
 #include "utils/syscache.h"
 
 #include "saga.h"
+#include "lifecycle.h"
 
 static ProcessUtility_hook_type prev_ProcessUtility = NULL;
 
@@ -445,7 +446,7 @@ roles_after(Node *parsetree)
 
 /*
  * The hook: pause what the statement needs paused, note a CREATE EXTENSION
- * run as a restore runs it (see wakeup.c), run the statement, and have the
+ * run as a restore runs it (see lifecycle.c), run the statement, and have the
  * launcher look again when the transaction ends.
  */
 static void
@@ -460,7 +461,7 @@ saga_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 	Oid			dropped = InvalidOid;
 
 	/*
-	 * A restore turns check_function_bodies off first (see wakeup.c).  Any
+	 * A restore turns check_function_bodies off first (see lifecycle.c).  Any
 	 * CREATE EXTENSION may create saga, with CASCADE.
 	 */
 	if (IsA(parsetree, CreateExtensionStmt))

@@ -46,6 +46,7 @@
 #include "utils/wait_event.h"
 
 #include "saga.h"
+#include "lifecycle.h"
 #include "steps.h"
 #include "batch.h"
 
