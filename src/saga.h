@@ -186,6 +186,7 @@ extern PGDLLEXPORT void saga_worker_main(Datum main_arg);
 
 /* Slot of the current process if it is a database worker, else NULL. */
 extern SagaWorkerSlot *MySagaWorker;
+extern SagaDatabase *MySagaDatabase;	/* its database's entry */
 extern void saga_worker_found_work(void);
 
 /* ------------------------------------------------------------------------
@@ -293,6 +294,11 @@ extern void saga_note_published(void);
 extern uint64 saga_work_noted_count(void);
 extern void saga_note_finished(int64 saga_id);
 extern ConditionVariable *saga_await_cv(int64 saga_id);
+/* the worker's side (worker.c calls these) */
+extern void saga_worker_take_listening(void);
+extern bool saga_worker_is_listening(void);
+extern void saga_worker_set_idle(bool idle);
+extern void saga_worker_sleep(long timeout_ms);
 
 /* replica.c: a logical-replication copy runs no sagas */
 extern const char *saga_copy_subscription(void);

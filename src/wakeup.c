@@ -1,7 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * wakeup.c
- *	  Who is woken when a transaction that touched sagas commits.
+ *	  The wake-up protocol, both sides: who is woken when a transaction
+ *	  that touched sagas commits, and how a worker says it is idle,
+ *	  listens and sleeps (the end of this file).
  *
  * Three kinds of sleeper wait on a commit:
  *	- database workers, for events that were published: a NOTIFY on the
@@ -32,14 +34,18 @@
  */
 #include "postgres.h"
 
+#include <signal.h>
+
 #include "access/xact.h"
 #include "commands/async.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "nodes/pg_list.h"
+#include "postmaster/interrupt.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
+#include "utils/wait_event.h"
 
 #include "saga.h"
 #include "lifecycle.h"
@@ -228,3 +234,181 @@ saga_register_xact_callbacks(void)
 	RegisterXactCallback(saga_xact_callback, NULL);
 }
 
+/* ------------------------------------------------------------------------
+ * The worker's side: idle or busy, who listens, how it sleeps
+ *
+ * One worker of each database LISTENs on the channel "saga" in-process
+ * (Async_Listen; SQL LISTEN is refused in background workers) and drains
+ * the notification queue with ProcessNotifyInterrupt() whenever a
+ * notification arrives, so it never holds the queue's tail back.  Before
+ * sleeping a worker marks itself idle and then looks for work once more,
+ * and it is busy again from the moment a look claims work, however long
+ * its handlers then take (saga_worker_found_work()).  Anybody may NOTIFY
+ * on the channel: a notification that no publisher of ours marked does
+ * not make the worker look for work (saga_worker_sleep()).
+ * ------------------------------------------------------------------------
+ */
+
+/*
+ * One worker of the database listens.  A NOTIFY wakes every listener, and
+ * a second worker woken for the same event would only find it taken: the
+ * others are woken through their latches (above), and all of them poll.
+ * When the listener exits, the next worker to look listens in its place.
+ * Called in a transaction.
+ */
+static bool listening = false;
+
+void
+saga_worker_take_listening(void)
+{
+	int			me = MySagaWorker - SagaShmem->workers;
+
+	if (listening)
+		return;
+	LWLockAcquire(SagaShmem->lock, LW_EXCLUSIVE);
+	if (MySagaDatabase->listener < 0)
+		MySagaDatabase->listener = me;
+	listening = MySagaDatabase->listener == me;
+	LWLockRelease(SagaShmem->lock);
+	if (listening)
+		Async_Listen(SAGA_NOTIFY_CHANNEL);
+}
+
+/* Does this worker listen for its database? */
+bool
+saga_worker_is_listening(void)
+{
+	return listening;
+}
+
+/*
+ * Mark this worker idle (it is about to sleep, or to look once more before
+ * sleeping) or busy.  Committing publishers read the flag to decide whom
+ * to wake (above), and saga_workers shows it.
+ */
+void
+saga_worker_set_idle(bool idle)
+{
+	if (idle == MySagaWorker->idle)
+		return;
+	MySagaWorker->idle = idle;
+	if (idle)
+	{
+		/* the next publisher to commit sends a NOTIFY again (above) */
+		pg_atomic_write_u32(&MySagaDatabase->notify_sent, 0);
+		pg_atomic_fetch_add_u32(&MySagaDatabase->idle_workers, 1);
+	}
+	else
+		pg_atomic_fetch_sub_u32(&MySagaDatabase->idle_workers, 1);
+}
+
+/*
+ * The batch being run has claimed work (deliveries or saga steps; called
+ * by the dispatcher and the step runner right after their claim, in any
+ * session): a worker is busy from here until it has looked again and found
+ * nothing.  It may have been idle until now, since a batch that is a
+ * worker's look for work after a wake-up, or its last look before sleeping,
+ * starts idle, and a worker shown idle while it runs a slow handler would
+ * be sent the wake-ups of work it cannot take up before that handler ends.
+ *
+ * Going busy only after the claim keeps the wake-up promise made by the
+ * idle flag: a publisher that commits after the claim's snapshot and sees
+ * this worker busy is no lost wake-up, since a worker that found work
+ * looks again before it sleeps.  But a NOTIFY already on its way to the
+ * listening worker (a publisher saw it idle) would be read only after the
+ * batch: the worker hands it on to an idle worker's latch.
+ */
+void
+saga_worker_found_work(void)
+{
+	if (MySagaWorker == NULL || !MySagaWorker->idle)
+		return;
+	saga_worker_set_idle(false);		/* a full barrier before the read below */
+	if (listening && pg_atomic_read_u32(&MySagaDatabase->notify_sent) != 0)
+		saga_wake_idle_worker(MySagaWorker->dboid);
+}
+
+/*
+ * Notifications nobody of ours sent.  Any role that may connect can send
+ * NOTIFY saga, as often as it likes, and each one sets the listener's
+ * latch.  The listener does not look for work on such a wake-up: a
+ * publisher that sent a NOTIFY marks it committed before it is signalled
+ * (saga_note_notify_committed()), and one that set the latch instead marks
+ * the slot (saga_wake_idle_worker()); anything else is a stranger's, read
+ * and dropped, at most every SAGA_STRANGER_DRAIN_MS, so that a flood of
+ * them costs the listener a few wake-ups a second and keeps the queue's
+ * tail moving.  Our own wake-ups may wait as long behind such a flood.
+ */
+#define SAGA_STRANGER_DRAIN_MS	10
+
+/*
+ * Was the latch set for a reason of ours?  Takes the marks that publishers
+ * leave, so that the next wake-up is judged afresh.
+ */
+static bool
+woken_for_work(void)
+{
+	bool		work = false;
+
+	if (MySagaWorker->wake_requested)
+	{
+		MySagaWorker->wake_requested = false;
+		work = true;
+	}
+	if (pg_atomic_read_u32(&MySagaDatabase->notify_committed) != 0 &&
+		pg_atomic_exchange_u32(&MySagaDatabase->notify_committed, 0) != 0)
+		work = true;
+	return work || !notifyInterruptPending || InterruptPending ||
+		ConfigReloadPending || MySagaWorker->stop_requested;
+}
+
+/*
+ * Sleep until there may be work, or until timeout_ms has passed (the poll,
+ * which a flood of strangers' notifications does not put off).
+ */
+void
+saga_worker_sleep(long timeout_ms)
+{
+	TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+	TimestampTz last_drain = 0;
+
+	for (;;)
+	{
+		long		remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until);
+		int			rc;
+
+		if (remaining <= 0)
+			return;
+		rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					   remaining, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		if (!(rc & WL_LATCH_SET) || woken_for_work())
+			return;
+
+		/*
+		 * Only a stranger's notifications: read them, now and then.  Every
+		 * NOTIFY that commits signals the listener (SIGUSR1, which carries
+		 * every procsignal); meanwhile the signal is held, so that a flood
+		 * does not wake us once for each NOTIFY.  What it brings is handled
+		 * when it is let through.
+		 */
+		remaining = SAGA_STRANGER_DRAIN_MS -
+			TimestampDifferenceMilliseconds(last_drain, GetCurrentTimestamp());
+		if (remaining > 0)
+		{
+			sigset_t	procsignal;
+			sigset_t	saved;
+
+			sigemptyset(&procsignal);
+			sigaddset(&procsignal, SIGUSR1);
+			sigprocmask(SIG_BLOCK, &procsignal, &saved);
+			(void) WaitLatch(NULL, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 remaining, PG_WAIT_EXTENSION);
+			sigprocmask(SIG_SETMASK, &saved, NULL);
+		}
+		CHECK_FOR_INTERRUPTS();
+		if (notifyInterruptPending)
+			ProcessNotifyInterrupt(false);
+		last_drain = GetCurrentTimestamp();
+	}
+}

@@ -4,21 +4,12 @@
  *	  A database worker: sleeps until there is work, then delivers events
  *	  and runs steps in batches, one transaction per batch.
  *
- * Waking up.  One worker of each database LISTENs on the channel "saga"
- * in-process (Async_Listen; SQL LISTEN is refused in background workers)
- * and drains the notification queue with ProcessNotifyInterrupt() whenever
- * a notification arrives, so it never holds the queue's tail back.  Before
- * sleeping a worker marks itself idle and then looks for work once more,
- * and it is busy again from the moment a look claims work, however long
- * its handlers then take (saga_worker_found_work()).  A publishing
- * transaction sends NOTIFY only if the listener is idle and no NOTIFY is
- * already on its way, and otherwise sets the latch of an idle worker after
- * its commit, so busy workers cost committing sessions nothing (see
- * wakeup.c).  The poll interval is the backstop for
+ * Waking up is wakeup.c's, both sides (how a worker says it is idle,
+ * listens and sleeps, and whom a committing publisher wakes): this file
+ * calls it (saga_worker_set_idle(), saga_worker_take_listening(),
+ * saga_worker_sleep()).  The poll interval is the backstop for
  * notifications lost in a crash, and the worker processes whatever is
- * pending as soon as it starts.  Anybody may NOTIFY on the channel: a
- * notification that no publisher of ours marked does not make the worker
- * look for work (worker_sleep()).
+ * pending as soon as it starts.
  *
  * Between batches the worker holds no transaction and no snapshot.
  *
@@ -51,7 +42,7 @@
 #include "batch.h"
 
 SagaWorkerSlot *MySagaWorker = NULL;
-static SagaDatabase *MySagaDatabase = NULL;
+SagaDatabase *MySagaDatabase = NULL;
 
 /*
  * At exit: give the slot back (saga_release_slot), saying whether the
@@ -310,52 +301,6 @@ worker_purge(void)
 }
 
 /*
- * One worker of the database listens.  A NOTIFY wakes every listener, and
- * a second worker woken for the same event would only find it taken: the
- * others are woken through their latches (wakeup.c), and all of them poll.
- * When the listener exits, the next worker to look listens in its place.
- * Called in a transaction.
- */
-static bool listening = false;
-
-static void
-worker_take_listening(void)
-{
-	int			me = MySagaWorker - SagaShmem->workers;
-
-	if (listening)
-		return;
-	LWLockAcquire(SagaShmem->lock, LW_EXCLUSIVE);
-	if (MySagaDatabase->listener < 0)
-		MySagaDatabase->listener = me;
-	listening = MySagaDatabase->listener == me;
-	LWLockRelease(SagaShmem->lock);
-	if (listening)
-		Async_Listen(SAGA_NOTIFY_CHANNEL);
-}
-
-/*
- * Mark this worker idle (it is about to sleep, or to look once more before
- * sleeping) or busy.  Committing publishers read the flag to decide whom
- * to wake (wakeup.c), and saga_workers shows it.
- */
-static void
-worker_set_idle(bool idle)
-{
-	if (idle == MySagaWorker->idle)
-		return;
-	MySagaWorker->idle = idle;
-	if (idle)
-	{
-		/* the next publisher to commit sends a NOTIFY again (wakeup.c) */
-		pg_atomic_write_u32(&MySagaDatabase->notify_sent, 0);
-		pg_atomic_fetch_add_u32(&MySagaDatabase->idle_workers, 1);
-	}
-	else
-		pg_atomic_fetch_sub_u32(&MySagaDatabase->idle_workers, 1);
-}
-
-/*
  * The settings the engine's own statements are written for, whatever the
  * database's defaults say.  ALTER DATABASE ... SET default_transaction_read_only
  * = on kept every saga from running (the claim locks rows), REPEATABLE READ
@@ -379,32 +324,6 @@ worker_pin_settings(void)
 
 	for (i = 0; i < lengthof(pinned); i++)
 		SetConfigOption(pinned[i][0], pinned[i][1], PGC_SUSET, PGC_S_SESSION);
-}
-
-/*
- * The batch being run has claimed work (deliveries or saga steps; called
- * by the dispatcher and the step runner right after their claim, in any
- * session): a worker is busy from here until it has looked again and found
- * nothing.  It may have been idle until now, since a batch that is a
- * worker's look for work after a wake-up, or its last look before sleeping,
- * starts idle, and a worker shown idle while it runs a slow handler would
- * be sent the wake-ups of work it cannot take up before that handler ends.
- *
- * Going busy only after the claim keeps the wake-up promise made by the
- * idle flag: a publisher that commits after the claim's snapshot and sees
- * this worker busy is no lost wake-up, since a worker that found work
- * looks again before it sleeps.  But a NOTIFY already on its way to the
- * listening worker (a publisher saw it idle) would be read only after the
- * batch: the worker hands it on to an idle worker's latch.
- */
-void
-saga_worker_found_work(void)
-{
-	if (MySagaWorker == NULL || !MySagaWorker->idle)
-		return;
-	worker_set_idle(false);		/* a full barrier before the read below */
-	if (listening && pg_atomic_read_u32(&MySagaDatabase->notify_sent) != 0)
-		saga_wake_idle_worker(MySagaWorker->dboid);
 }
 
 /*
@@ -435,91 +354,6 @@ worker_test_probe_delay(void)
 		ResetLatch(MyLatch);
 	}
 	pgstat_report_activity(STATE_IDLE, NULL);
-}
-
-/*
- * Notifications nobody of ours sent.  Any role that may connect can send
- * NOTIFY saga, as often as it likes, and each one sets the listener's
- * latch.  The listener does not look for work on such a wake-up: a
- * publisher that sent a NOTIFY marks it committed before it is signalled
- * (saga_note_notify_committed()), and one that set the latch instead marks
- * the slot (saga_wake_idle_worker()); anything else is a stranger's, read
- * and dropped, at most every SAGA_STRANGER_DRAIN_MS, so that a flood of
- * them costs the listener a few wake-ups a second and keeps the queue's
- * tail moving.  Our own wake-ups may wait as long behind such a flood.
- */
-#define SAGA_STRANGER_DRAIN_MS	10
-
-/*
- * Was the latch set for a reason of ours?  Takes the marks that publishers
- * leave, so that the next wake-up is judged afresh.
- */
-static bool
-worker_woken_for_work(void)
-{
-	bool		work = false;
-
-	if (MySagaWorker->wake_requested)
-	{
-		MySagaWorker->wake_requested = false;
-		work = true;
-	}
-	if (pg_atomic_read_u32(&MySagaDatabase->notify_committed) != 0 &&
-		pg_atomic_exchange_u32(&MySagaDatabase->notify_committed, 0) != 0)
-		work = true;
-	return work || !notifyInterruptPending || InterruptPending ||
-		ConfigReloadPending || MySagaWorker->stop_requested;
-}
-
-/*
- * Sleep until there may be work, or until timeout_ms has passed (the poll,
- * which a flood of strangers' notifications does not put off).
- */
-static void
-worker_sleep(long timeout_ms)
-{
-	TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
-	TimestampTz last_drain = 0;
-
-	for (;;)
-	{
-		long		remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until);
-		int			rc;
-
-		if (remaining <= 0)
-			return;
-		rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-					   remaining, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		if (!(rc & WL_LATCH_SET) || worker_woken_for_work())
-			return;
-
-		/*
-		 * Only a stranger's notifications: read them, now and then.  Every
-		 * NOTIFY that commits signals the listener (SIGUSR1, which carries
-		 * every procsignal); meanwhile the signal is held, so that a flood
-		 * does not wake us once for each NOTIFY.  What it brings is handled
-		 * when it is let through.
-		 */
-		remaining = SAGA_STRANGER_DRAIN_MS -
-			TimestampDifferenceMilliseconds(last_drain, GetCurrentTimestamp());
-		if (remaining > 0)
-		{
-			sigset_t	procsignal;
-			sigset_t	saved;
-
-			sigemptyset(&procsignal);
-			sigaddset(&procsignal, SIGUSR1);
-			sigprocmask(SIG_BLOCK, &procsignal, &saved);
-			(void) WaitLatch(NULL, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 remaining, PG_WAIT_EXTENSION);
-			sigprocmask(SIG_SETMASK, &saved, NULL);
-		}
-		CHECK_FOR_INTERRUPTS();
-		if (notifyInterruptPending)
-			ProcessNotifyInterrupt(false);
-		last_drain = GetCurrentTimestamp();
-	}
 }
 
 /*
@@ -565,7 +399,7 @@ worker_loop(Oid dboid)
 		}
 		if (claimed > 0)
 		{
-			worker_set_idle(false);
+			saga_worker_set_idle(false);
 			if (retry_soon && conflict_backoff_ms > 0)
 			{
 				/* step aside; wake-ups from publishers do not cut it short */
@@ -583,22 +417,22 @@ worker_loop(Oid dboid)
 		 */
 		if (!MySagaWorker->idle)
 		{
-			worker_set_idle(true);
+			saga_worker_set_idle(true);
 			continue;
 		}
 
 		worker_purge();
 
 		/* the listener has gone: listen in its place */
-		if (!listening && MySagaDatabase->listener < 0)
+		if (!saga_worker_is_listening() && MySagaDatabase->listener < 0)
 		{
 			StartTransactionCommand();
-			worker_take_listening();
+			saga_worker_take_listening();
 			CommitTransactionCommand();
 		}
 
 		pgstat_report_activity(STATE_IDLE, NULL);
-		worker_sleep(retry_soon ? Min(saga_poll_interval, 20) : saga_poll_interval);
+		saga_worker_sleep(retry_soon ? Min(saga_poll_interval, 20) : saga_poll_interval);
 	}
 }
 
@@ -690,7 +524,7 @@ saga_worker_main(Datum main_arg)
 	StartTransactionCommand();
 	installed = OidIsValid(get_extension_oid(SAGA_EXTENSION, true));
 	if (installed)
-		worker_take_listening();
+		saga_worker_take_listening();
 	CommitTransactionCommand();
 	worker_test_probe_delay();
 	saga_report_probe(dboid, installed, generation);
