@@ -307,7 +307,10 @@ $$;
 COMMENT ON FUNCTION saga_info(bigint) IS
 'one of the current role''s sagas, as saga_my_sagas shows it; an error for a saga that does not exist or belongs to another role';
 
--- A stuck saga's Mermaid trace says so, with what it is stuck on.
+-- A stuck saga's Mermaid trace says so, with what it is stuck on.  Its
+-- participants appear in the order they take part, of one message the
+-- sender first (1.1 sorted those by name: a saga "booking" came before
+-- the "client" who started it).
 CREATE OR REPLACE FUNCTION saga_trace_mermaid(saga_id bigint)
 RETURNS text
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -321,7 +324,7 @@ BEGIN
     SELECT * INTO i FROM saga.instance WHERE id = saga_trace_mermaid.saga_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'saga % does not exist', coalesce(saga_id::text, 'NULL')
-            USING ERRCODE = 'no_data_found';
+            USING ERRCODE = 'undefined_object';
     END IF;
     SELECT st.problem || ': ' || st.work || coalesce(' (' || st.last_error || ')', '')
       INTO stuck
@@ -332,10 +335,10 @@ BEGIN
      LIMIT 1;
 
     WITH t AS (SELECT * FROM @extschema@.saga_trace(saga_trace_mermaid.saga_id)),
-         names AS (SELECT name, min(seq) AS first
-                     FROM (SELECT sender AS name, seq FROM t
+         names AS (SELECT name, min(at) AS first
+                     FROM (SELECT sender AS name, 2 * seq AS at FROM t
                            UNION ALL
-                           SELECT receiver, seq FROM t) x
+                           SELECT receiver, 2 * seq + 1 FROM t) x
                     GROUP BY name),
          p AS (SELECT name, 'p' || row_number() OVER (ORDER BY first, name) AS alias
                  FROM names)
@@ -1115,73 +1118,12 @@ CREATE OR REPLACE VIEW saga_backlog AS
      GROUP BY sv.service, p.consumer;
 
 /*
- * Participants of a Mermaid trace appear in the order they take part, and
- * of one message its sender first: they were sorted by name when both
- * first appeared in the same message, so a user saga named "booking" came
- * before the "client" who started it.  The example's traces are unchanged
- * (their first senders sorted first by name too).
- */
-CREATE OR REPLACE FUNCTION saga.saga_trace_mermaid(saga_id bigint)
-RETURNS text
-LANGUAGE plpgsql STABLE SECURITY INVOKER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    diagram text;
-    i saga.instance;
-    stuck text;
-BEGIN
-    SELECT * INTO i FROM saga.instance WHERE id = saga_trace_mermaid.saga_id;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'saga % does not exist', coalesce(saga_id::text, 'NULL')
-            USING ERRCODE = 'undefined_object';
-    END IF;
-    SELECT st.problem || ': ' || st.work || coalesce(' (' || st.last_error || ')', '')
-      INTO stuck
-      FROM @extschema@.saga_stuck st
-     WHERE st.saga_id = saga_trace_mermaid.saga_id
-       AND st.problem IN ('compensation failing', 'dead letter')
-     ORDER BY st.problem, st.delivery_id
-     LIMIT 1;
-
-    WITH t AS (SELECT * FROM @extschema@.saga_trace(saga_trace_mermaid.saga_id)),
-         names AS (SELECT name, min(at) AS first
-                     FROM (SELECT sender AS name, 2 * seq AS at FROM t
-                           UNION ALL
-                           SELECT receiver, 2 * seq + 1 FROM t) x
-                    GROUP BY name),
-         p AS (SELECT name, 'p' || row_number() OVER (ORDER BY first, name) AS alias
-                 FROM names)
-    SELECT string_agg(line, E'\n' ORDER BY ord1, ord2)
-      INTO diagram
-      FROM (SELECT 0 AS ord1, 0::bigint AS ord2, 'sequenceDiagram' AS line
-            UNION ALL
-            SELECT 1, names.first, format('    participant %s as %s', p.alias, saga.mermaid_text(p.name))
-              FROM p JOIN names USING (name)
-            UNION ALL
-            SELECT 2, t.seq, format('    %s->>%s: %s', ps.alias, pr.alias, saga.mermaid_text(t.message))
-              FROM t
-              JOIN p ps ON ps.name = t.sender
-              JOIN p pr ON pr.name = t.receiver
-            UNION ALL
-            SELECT 3, 0, format('    Note over %s: %s', p.alias,
-                                saga.mermaid_text(CASE WHEN i.status = 'pending' AND stuck IS NOT NULL
-                                                       THEN 'stuck: ' || stuck
-                                                       WHEN i.status = 'pending' THEN 'still running'
-                                                       WHEN i.status = 'completed' THEN 'completed'
-                                                       ELSE 'failed: ' || coalesce(i.reason, 'no reason given') END))
-              FROM p
-             WHERE p.name = i.saga_type) lines;
-    RETURN diagram;
-END
-$$;
-
-/*
  * "Does not exist" errors use 42704 (undefined_object), as core's do for
  * a missing object, not PL/pgSQL's P0002 (no_data_found): the C
  * functions (saga_status, saga_await, saga_retry, saga_complete,
  * saga_fail, saga_retry_delivery, saga_publish with a saga id) changed
- * with the library; the example's saga_order_status changes here.
+ * with the library, saga_trace_mermaid above; the example's
+ * saga_order_status changes here.
  */
 CREATE OR REPLACE FUNCTION saga_order_status(order_id bigint)
 RETURNS text
