@@ -222,13 +222,26 @@ launcher_reap(void)
 	}
 }
 
-/* Start a worker for a database; returns false if no slot was free. */
+/*
+ * Start a worker for a database; returns false if no slot was free, or
+ * the postmaster has no room for another background worker.  Called with
+ * the lock held exclusively, and returns with it so; but it lets the lock
+ * go while it registers the worker, which takes the postmaster's
+ * BackgroundWorkerLock and signals it: nobody waits for our lock meanwhile
+ * (a committing publisher, a worker going idle).  The slot is ours from
+ * the moment it is marked in use, and its generation, which the worker is
+ * given, tells the worker that it is the one the slot was reserved for.
+ * The caller rechecks whatever it looks at after the call.
+ */
 static bool
 launcher_start_worker(SagaDatabase *db)
 {
 	BackgroundWorker bgw;
 	BackgroundWorkerHandle *handle;
 	SagaWorkerSlot *w = NULL;
+	Oid			dboid = db->dboid;
+	uint64		generation;
+	bool		registered;
 	int			slot;
 
 	for (slot = 0; slot < SagaShmem->max_workers; slot++)
@@ -242,9 +255,12 @@ launcher_start_worker(SagaDatabase *db)
 	if (w == NULL)
 		return false;
 
+	generation = w->generation + 1;
 	memset(w, 0, sizeof(*w));
+	w->generation = generation;
 	w->in_use = true;
-	w->dboid = db->dboid;
+	w->dboid = dboid;
+	LWLockRelease(SagaShmem->lock);
 
 	memset(&bgw, 0, sizeof(bgw));
 	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
@@ -252,14 +268,19 @@ launcher_start_worker(SagaDatabase *db)
 	bgw.bgw_restart_time = BGW_NEVER_RESTART;
 	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "saga");
 	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "saga_worker_main");
-	snprintf(bgw.bgw_name, BGW_MAXLEN, "saga worker for database %u", db->dboid);
+	snprintf(bgw.bgw_name, BGW_MAXLEN, "saga worker for database %u", dboid);
 	snprintf(bgw.bgw_type, BGW_MAXLEN, "saga worker");
 	bgw.bgw_main_arg = Int32GetDatum(slot);
+	memcpy(bgw.bgw_extra, &generation, sizeof(generation));
 	bgw.bgw_notify_pid = MyProcPid;
+	registered = RegisterDynamicBackgroundWorker(&bgw, &handle);
 
-	if (!RegisterDynamicBackgroundWorker(&bgw, &handle))
+	LWLockAcquire(SagaShmem->lock, LW_EXCLUSIVE);
+	if (!registered)
 	{
-		w->in_use = false;
+		/* only the launcher reserves slots: it is still ours */
+		if (w->in_use && w->generation == generation)
+			w->in_use = false;
 		return false;
 	}
 	worker_handles[slot] = handle;

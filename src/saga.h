@@ -134,6 +134,7 @@ typedef struct SagaDatabase
 /* One database worker, in the style of PGPROC for pg_stat_activity. */
 typedef struct SagaWorkerSlot
 {
+	uint64		generation;		/* bumped each time the launcher reserves it */
 	bool		in_use;
 	Oid			dboid;
 	pid_t		pid;

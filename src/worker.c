@@ -487,6 +487,7 @@ void
 saga_worker_main(Datum main_arg)
 {
 	int			slot = DatumGetInt32(main_arg);
+	uint64		slot_generation;	/* the launcher's reservation of it */
 	Oid			dboid;
 	bool		installed;
 	uint64		generation;
@@ -495,7 +496,15 @@ saga_worker_main(Datum main_arg)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 
+	memcpy(&slot_generation, MyBgworkerEntry->bgw_extra, sizeof(slot_generation));
 	LWLockAcquire(SagaShmem->lock, LW_EXCLUSIVE);
+	if (!SagaShmem->workers[slot].in_use ||
+		SagaShmem->workers[slot].generation != slot_generation)
+	{
+		/* the slot was given up, or given to another worker, meanwhile */
+		LWLockRelease(SagaShmem->lock);
+		proc_exit(0);
+	}
 	MySagaWorker = &SagaShmem->workers[slot];
 	dboid = MySagaWorker->dboid;
 	MySagaWorker->pid = MyProcPid;
