@@ -24,7 +24,10 @@ OBJS = \
 	src/utility.o \
 	src/spi_util.o \
 	src/replica.o
-DATA = saga--1.0.sql saga--1.0--1.1.sql saga--1.1--1.2.sql
+# The install and upgrade scripts are made from two sources each: the
+# engine's (schema/engine) and, after it, the example order shop's
+# (schema/example).  See schema/README.md.
+DATA_built = saga--1.0.sql saga--1.0--1.1.sql saga--1.1--1.2.sql
 PGFILEDESC = "saga - sagas inside PostgreSQL"
 
 PG_CPPFLAGS = -I$(srcdir)/src
@@ -49,8 +52,11 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-# every object depends on the shared header (PGXS does not track headers)
-$(OBJS): src/saga.h
+# every object depends on the shared headers (PGXS does not track headers)
+$(OBJS): $(wildcard $(srcdir)/src/*.h)
+
+saga--%.sql: schema/engine/%.sql schema/example/%.sql
+	cat $^ > $@
 
 installcheck: installcheck-workers
 

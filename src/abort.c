@@ -146,8 +146,7 @@ saga_settle_aborted(int64 *ids, int n)
 {
 	Datum	   *elems;
 	Datum		arg;
-	Oid			save_userid;
-	int			save_sec_context;
+	SagaAsOwner as_owner;
 	int			nunique = 0;
 	int			ended;
 	int			i;
@@ -162,9 +161,7 @@ saga_settle_aborted(int64 *ids, int n)
 	arg = PointerGetDatum(construct_array(elems, nunique, INT8OID, sizeof(int64),
 										  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	saga_begin_as_owner(&save_userid, &save_sec_context);
+	saga_spi_connect_as_owner(&as_owner);
 	saga_execute(&settle_lock_plan, &arg, NULL, false, 0);
 	ended = 0;
 	if (SPI_processed > 0)
@@ -180,8 +177,7 @@ saga_settle_aborted(int64 *ids, int n)
 														   &isnull)));
 		}
 	}
-	saga_end_as_owner(save_userid, save_sec_context);
-	SPI_finish();
+	saga_spi_finish_as_owner(&as_owner);
 	if (ended > 0)
 		saga_count(SAGA_COUNT_FAILED, ended);
 	return ended;
@@ -374,16 +370,13 @@ int
 saga_abort_expired(int limit)
 {
 	Datum		arg = Int32GetDatum(limit);
-	Oid			save_userid;
-	int			save_sec_context;
+	SagaAsOwner as_owner;
 	int64	   *ids;
 	int			n;
 	int			i;
 	int			aborted = 0;
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	saga_begin_as_owner(&save_userid, &save_sec_context);
+	saga_spi_connect_as_owner(&as_owner);
 
 	saga_execute(&expired_plan, &arg, NULL, false, 0);
 	n = (int) SPI_processed;
@@ -404,8 +397,7 @@ saga_abort_expired(int limit)
 			aborted++;
 	}
 
-	saga_end_as_owner(save_userid, save_sec_context);
-	SPI_finish();
+	saga_spi_finish_as_owner(&as_owner);
 	return aborted;
 }
 
@@ -441,8 +433,7 @@ saga_cancel(PG_FUNCTION_ARGS)
 	int64		saga_id;
 	char	   *reason;
 	Oid			caller = GetUserId();
-	Oid			save_userid;
-	int			save_sec_context;
+	SagaAsOwner as_owner;
 	bool		aborted;
 
 	if (PG_ARGISNULL(0))
@@ -455,12 +446,9 @@ saga_cancel(PG_FUNCTION_ARGS)
 	/* wait for a sweep (or another saga_cancel) aborting it right now */
 	(void) lock_for_abort(saga_id, true);
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	saga_begin_as_owner(&save_userid, &save_sec_context);
+	saga_spi_connect_as_owner(&as_owner);
 	aborted = abort_saga(saga_id, reason, true, caller);
-	saga_end_as_owner(save_userid, save_sec_context);
-	SPI_finish();
+	saga_spi_finish_as_owner(&as_owner);
 
 	if (aborted)
 		saga_note_published();

@@ -63,17 +63,13 @@ static SagaPlan retry_look_plan = {
 static uint64
 run_as_owner(SagaPlan *plan, Datum arg)
 {
-	Oid			save_userid;
-	int			save_sec_context;
+	SagaAsOwner as_owner;
 	uint64		n;
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	saga_begin_as_owner(&save_userid, &save_sec_context);
+	saga_spi_connect_as_owner(&as_owner);
 	saga_execute(plan, &arg, NULL, false, 0);
 	n = SPI_processed;
-	saga_end_as_owner(save_userid, save_sec_context);
-	SPI_finish();
+	saga_spi_finish_as_owner(&as_owner);
 	return n;
 }
 
@@ -113,8 +109,7 @@ saga_retry_delivery(PG_FUNCTION_ARGS)
 {
 	int64		id = PG_GETARG_INT64(0);
 	Datum		arg = Int64GetDatum(id);
-	Oid			save_userid;
-	int			save_sec_context;
+	SagaAsOwner as_owner;
 	HeapTuple	tup;
 	TupleDesc	desc;
 	bool		isnull;
@@ -122,9 +117,7 @@ saga_retry_delivery(PG_FUNCTION_ARGS)
 	char	   *saga_over;
 	bool		retried;
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	saga_begin_as_owner(&save_userid, &save_sec_context);
+	saga_spi_connect_as_owner(&as_owner);
 	saga_execute(&retry_look_plan, &arg, NULL, false, 0);
 	if (SPI_processed == 0)
 		ereport(ERROR,
@@ -163,8 +156,7 @@ saga_retry_delivery(PG_FUNCTION_ARGS)
 		saga_execute(&retry_delivery_plan, &arg, NULL, false, 0);
 		retried = SPI_processed > 0;
 	}
-	saga_end_as_owner(save_userid, save_sec_context);
-	SPI_finish();
+	saga_spi_finish_as_owner(&as_owner);
 
 	if (retried)
 		saga_note_published();

@@ -168,8 +168,7 @@ saga_define(PG_FUNCTION_ARGS)
 	HASHCTL		hctl;
 	Size		maxlen;
 	Oid			caller = GetUserId();
-	Oid			save_userid;
-	int			save_sec_context;
+	SagaAsOwner as_owner;
 	int32		version = 1;
 	Datum		values[8];
 	char		nulls[8];
@@ -274,9 +273,7 @@ saga_define(PG_FUNCTION_ARGS)
 		colnull[5][i] = a->compensation_request == NULL;
 	}
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	saga_begin_as_owner(&save_userid, &save_sec_context);
+	saga_spi_connect_as_owner(&as_owner);
 
 	values[0] = CStringGetTextDatum(name);
 	saga_execute(&definition_owner_plan, values, NULL, false, 0);
@@ -315,8 +312,7 @@ saga_define(PG_FUNCTION_ARGS)
 	}
 	saga_execute(&define_steps_plan, values, nulls, false, 0);
 
-	saga_end_as_owner(save_userid, save_sec_context);
-	SPI_finish();
+	saga_spi_finish_as_owner(&as_owner);
 	PG_RETURN_INT32(version);
 }
 
@@ -435,14 +431,11 @@ saga_retry(PG_FUNCTION_ARGS)
 	int64		saga_id = PG_GETARG_INT64(0);
 	Datum		arg = Int64GetDatum(saga_id);
 	Oid			caller = GetUserId();
-	Oid			save_userid;
-	int			save_sec_context;
+	SagaAsOwner as_owner;
 	bool		isnull;
 	bool		retried;
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	saga_begin_as_owner(&save_userid, &save_sec_context);
+	saga_spi_connect_as_owner(&as_owner);
 	saga_execute(&owner_plan, &arg, NULL, false, 0);
 	if (SPI_processed == 0)
 		ereport(ERROR,
@@ -456,8 +449,7 @@ saga_retry(PG_FUNCTION_ARGS)
 				 errmsg("permission denied to retry saga %lld", (long long) saga_id)));
 	saga_execute(&retry_plan, &arg, NULL, false, 0);
 	retried = SPI_processed > 0;
-	saga_end_as_owner(save_userid, save_sec_context);
-	SPI_finish();
+	saga_spi_finish_as_owner(&as_owner);
 
 	if (retried)
 		saga_note_published();

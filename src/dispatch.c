@@ -156,7 +156,18 @@ static SagaPlan cancel_plan = {
 	1, {INT8ARRAYOID}
 };
 
+/* Handled: done, and no longer blocked if it was. */
 static SagaPlan done_plan = {
+	"UPDATE saga.delivery d"
+	"   SET status = 'done', attempts = d.attempts + $4, last_error = NULL,"
+	"       delivered_at = u.at, seq = u.seq, blocked_since = NULL, blocked_by = NULL"
+	"  FROM unnest($1::bigint[], $2::bigint[], $3::timestamptz[]) AS u(id, seq, at)"
+	" WHERE d.id = u.id",
+	4, {INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, INT4OID}, NULL, true
+};
+
+/* The same before 1.2, which notes no blocked deliveries. */
+static SagaPlan done_plan_1_1 = {
 	"UPDATE saga.delivery d"
 	"   SET status = 'done', attempts = d.attempts + $4, last_error = NULL,"
 	"       delivered_at = u.at, seq = u.seq"
@@ -457,7 +468,6 @@ dispatch(int limit, int64 counted_id)
 		current.saga_id = cd->saga_id;
 		current.has_saga_id = cd->has_saga_id;
 		current.consumer = cd->consumer;
-		current.watch_locks = cd->failed_before;
 
 		if (cd->event == (Datum) 0)
 			load_event(cd, item_cxt);
@@ -476,7 +486,8 @@ dispatch(int limit, int64 counted_id)
 			flinfo = lookup_handler(handlers, &nhandlers, result.claimed,
 									cd->handler, batch_cxt);
 			saga_current_delivery = &current;
-			(void) saga_invoke_as(cd->owner, flinfo, cd->event, &isnull);
+			(void) saga_invoke_as(cd->owner, flinfo, cd->event, &isnull,
+								  cd->failed_before);
 			saga_current_delivery = NULL;
 
 			ReleaseCurrentSubTransaction();
@@ -543,7 +554,8 @@ dispatch(int limit, int64 counted_id)
 		values[2] = PointerGetDatum(construct_array(done_ats, result.done, TIMESTAMPTZOID,
 													sizeof(TimestampTz), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 		values[3] = Int32GetDatum(counted_id != 0 ? 0 : 1);
-		saga_execute(&done_plan, values, NULL, false, 0);
+		saga_execute(saga_schema_is_1_2() ? &done_plan : &done_plan_1_1,
+					 values, NULL, false, 0);
 		saga_count(SAGA_COUNT_DELIVERIES, result.done);
 	}
 	if (ncancel > 0)

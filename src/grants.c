@@ -261,8 +261,7 @@ role_name(Oid role)
 void
 saga_check_event_right(const char *event_type, bool publish, Oid role)
 {
-	Oid			save_userid;
-	int			save_sec_context;
+	SagaAsOwner as_owner;
 	Oid			owner;
 	bool		allowed;
 
@@ -271,12 +270,9 @@ saga_check_event_right(const char *event_type, bool publish, Oid role)
 	if (publish && is_known_type(event_type, role))
 		return;
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	saga_begin_as_owner(&save_userid, &save_sec_context);
+	saga_spi_connect_as_owner(&as_owner);
 	allowed = event_right(event_type, publish, role, true, &owner);
-	saga_end_as_owner(save_userid, save_sec_context);
-	SPI_finish();
+	saga_spi_finish_as_owner(&as_owner);
 
 	if (!allowed)
 		ereport(ERROR,
@@ -350,19 +346,15 @@ saga_grant_events(PG_FUNCTION_ARGS)
 	Oid			grantee = grantee_arg(fcinfo, 1);
 	bool		publish = privilege_arg(fcinfo, 2);
 	Datum		values[3];
-	Oid			save_userid;
-	int			save_sec_context;
+	SagaAsOwner as_owner;
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	saga_begin_as_owner(&save_userid, &save_sec_context);
-	check_type_owner(event_type, save_userid);
+	saga_spi_connect_as_owner(&as_owner);
+	check_type_owner(event_type, as_owner.caller);
 	values[0] = CStringGetTextDatum(event_type);
 	values[1] = ObjectIdGetDatum(grantee);
 	values[2] = CStringGetTextDatum(publish ? "publish" : "subscribe");
 	saga_execute(&grant_event_plan, values, NULL, false, 0);
-	saga_end_as_owner(save_userid, save_sec_context);
-	SPI_finish();
+	saga_spi_finish_as_owner(&as_owner);
 	forget_known_type();
 	PG_RETURN_VOID();
 }
@@ -381,14 +373,11 @@ saga_revoke_events(PG_FUNCTION_ARGS)
 	Oid			grantee = grantee_arg(fcinfo, 1);
 	bool		publish = privilege_arg(fcinfo, 2);
 	Datum		values[3];
-	Oid			save_userid;
-	int			save_sec_context;
+	SagaAsOwner as_owner;
 	bool		found;
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	saga_begin_as_owner(&save_userid, &save_sec_context);
-	check_type_owner(event_type, save_userid);
+	saga_spi_connect_as_owner(&as_owner);
+	check_type_owner(event_type, as_owner.caller);
 	values[0] = CStringGetTextDatum(event_type);
 	values[1] = ObjectIdGetDatum(grantee);
 	values[2] = CStringGetTextDatum(publish ? "publish" : "subscribe");
@@ -416,8 +405,7 @@ saga_revoke_events(PG_FUNCTION_ARGS)
 				saga_execute(&drop_subscription_plan, &id, NULL, false, 0);
 		}
 	}
-	saga_end_as_owner(save_userid, save_sec_context);
-	SPI_finish();
+	saga_spi_finish_as_owner(&as_owner);
 	forget_known_type();
 	PG_RETURN_BOOL(found);
 }
@@ -429,18 +417,14 @@ saga_grant_sagas(PG_FUNCTION_ARGS)
 	char	   *saga_type = saga_check_name(fcinfo, 0, "saga_type");
 	Oid			grantee = grantee_arg(fcinfo, 1);
 	Datum		values[3];
-	Oid			save_userid;
-	int			save_sec_context;
+	SagaAsOwner as_owner;
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	saga_begin_as_owner(&save_userid, &save_sec_context);
+	saga_spi_connect_as_owner(&as_owner);
 	values[0] = CStringGetTextDatum(saga_type);
-	values[1] = ObjectIdGetDatum(save_userid);
+	values[1] = ObjectIdGetDatum(as_owner.caller);
 	values[2] = ObjectIdGetDatum(grantee);
 	saga_execute(&grant_saga_plan, values, NULL, false, 0);
-	saga_end_as_owner(save_userid, save_sec_context);
-	SPI_finish();
+	saga_spi_finish_as_owner(&as_owner);
 	PG_RETURN_VOID();
 }
 
@@ -451,20 +435,16 @@ saga_revoke_sagas(PG_FUNCTION_ARGS)
 	char	   *saga_type = saga_check_name(fcinfo, 0, "saga_type");
 	Oid			grantee = grantee_arg(fcinfo, 1);
 	Datum		values[3];
-	Oid			save_userid;
-	int			save_sec_context;
+	SagaAsOwner as_owner;
 	bool		found;
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	saga_begin_as_owner(&save_userid, &save_sec_context);
+	saga_spi_connect_as_owner(&as_owner);
 	values[0] = CStringGetTextDatum(saga_type);
-	values[1] = ObjectIdGetDatum(save_userid);
+	values[1] = ObjectIdGetDatum(as_owner.caller);
 	values[2] = ObjectIdGetDatum(grantee);
 	saga_execute(&revoke_saga_plan, values, NULL, false, 0);
 	found = SPI_processed > 0;
-	saga_end_as_owner(save_userid, save_sec_context);
-	SPI_finish();
+	saga_spi_finish_as_owner(&as_owner);
 	PG_RETURN_BOOL(found);
 }
 
@@ -480,16 +460,13 @@ saga_check_visible(int64 saga_id)
 {
 	Oid			role = GetUserId();
 	Datum		arg = Int64GetDatum(saga_id);
-	Oid			save_userid;
-	int			save_sec_context;
+	SagaAsOwner as_owner;
 	bool		allowed = true;
 
 	/* the tables' owner reads every trace (saga_trace_mermaid does) */
 	if (!saga_schema_is_1_2() || superuser_arg(role) || role == saga_internal_owner())
 		return;
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	saga_begin_as_owner(&save_userid, &save_sec_context);
+	saga_spi_connect_as_owner(&as_owner);
 	saga_execute(&visible_plan, &arg, NULL, false, 0);
 	if (SPI_processed > 0)
 	{
@@ -501,8 +478,7 @@ saga_check_visible(int64 saga_id)
 								  DatumGetObjectId(SPI_getbinval(tup, desc, 1, &isnull)),
 								  SPI_getbinval(tup, desc, 3, &isnull));
 	}
-	saga_end_as_owner(save_userid, save_sec_context);
-	SPI_finish();
+	saga_spi_finish_as_owner(&as_owner);
 
 	if (!allowed)
 		ereport(ERROR,
@@ -522,21 +498,17 @@ saga_trace(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	Datum		arg = PG_GETARG_DATUM(0);
-	Oid			save_userid;
-	int			save_sec_context;
+	SagaAsOwner as_owner;
 	uint64		i;
 
 	saga_check_visible(DatumGetInt64(arg));
 	InitMaterializedSRF(fcinfo, 0);
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	saga_begin_as_owner(&save_userid, &save_sec_context);
+	saga_spi_connect_as_owner(&as_owner);
 	saga_execute(&trace_plan, &arg, NULL, true, 0);
 	for (i = 0; i < SPI_processed; i++)
 		tuplestore_puttuple(rsinfo->setResult, SPI_tuptable->vals[i]);
-	saga_end_as_owner(save_userid, save_sec_context);
-	SPI_finish();
+	saga_spi_finish_as_owner(&as_owner);
 	return (Datum) 0;
 }
 

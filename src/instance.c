@@ -169,15 +169,12 @@ finish_saga(int64 saga_id, const char *status, text *reason)
 	Oid			caller = GetUserId();
 	Datum		values[3];
 	char		nulls[3] = {' ', ' ', ' '};
-	Oid			save_userid;
-	int			save_sec_context;
+	SagaAsOwner as_owner;
 	bool		isnull;
 	Oid			owner;
 	char	   *current;
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	saga_begin_as_owner(&save_userid, &save_sec_context);
+	saga_spi_connect_as_owner(&as_owner);
 
 	values[0] = Int64GetDatum(saga_id);
 	saga_execute(&lock_plan, values, NULL, false, 0);
@@ -206,8 +203,7 @@ finish_saga(int64 saga_id, const char *status, text *reason)
 		nulls[2] = 'n';
 	saga_execute(&finish_plan, values, nulls, false, 0);
 
-	saga_end_as_owner(save_userid, save_sec_context);
-	SPI_finish();
+	saga_spi_finish_as_owner(&as_owner);
 	saga_note_finished(saga_id);
 	saga_count(strcmp(status, "completed") == 0 ? SAGA_COUNT_COMPLETED : SAGA_COUNT_FAILED, 1);
 }

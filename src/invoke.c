@@ -446,10 +446,12 @@ saga_error_text(ErrorData *edata)
 
 /*
  * Call flinfo's function with one argument as role; returns its result
- * (*isnull tells whether it is NULL).
+ * (*isnull tells whether it is NULL).  watch_locks: the work failed before
+ * and may be blocked by another session's lock: sample the locks it waits
+ * for, so that saga_lock_blocker() can name the holder if it fails on one.
  */
 Datum
-saga_invoke_as(Oid role, FmgrInfo *flinfo, Datum arg, bool *isnull)
+saga_invoke_as(Oid role, FmgrInfo *flinfo, Datum arg, bool *isnull, bool watch_locks)
 {
 	LOCAL_FCINFO(fcinfo, 1);
 	MemoryContext cxt = CurrentMemoryContext;
@@ -532,9 +534,9 @@ saga_invoke_as(Oid role, FmgrInfo *flinfo, Datum arg, bool *isnull)
 		enable_timeout_after(limit_timeout, limit);
 		armed = true;
 	}
-	/* a delivery that failed before may be blocked: see who blocks it */
+	/* work that failed before may be blocked: see who blocks it */
 	if (invoke_depth == 0 && MySagaWorker != NULL && saga_lock_timeout > 0 &&
-		saga_current_delivery != NULL && saga_current_delivery->watch_locks)
+		watch_locks)
 	{
 		start_lock_sampler();
 		sampling = true;

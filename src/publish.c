@@ -310,8 +310,7 @@ saga_subscribe(PG_FUNCTION_ARGS)
 	Form_pg_proc proc;
 	Datum		values[7];
 	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
-	Oid			save_userid;
-	int			save_sec_context;
+	SagaAsOwner as_owner;
 	bool		isnull;
 	int32		id;
 
@@ -356,9 +355,7 @@ saga_subscribe(PG_FUNCTION_ARGS)
 	if (on_failure != NULL)
 		saga_check_event_right(on_failure, true, caller);
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	saga_begin_as_owner(&save_userid, &save_sec_context);
+	saga_spi_connect_as_owner(&as_owner);
 
 	values[0] = CStringGetTextDatum(consumer);
 	values[1] = CStringGetTextDatum(event_type);
@@ -382,8 +379,7 @@ saga_subscribe(PG_FUNCTION_ARGS)
 	id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
 									 SPI_tuptable->tupdesc, 1, &isnull));
 
-	saga_end_as_owner(save_userid, save_sec_context);
-	SPI_finish();
+	saga_spi_finish_as_owner(&as_owner);
 	PG_RETURN_INT32(id);
 }
 
@@ -401,13 +397,10 @@ saga_unsubscribe(PG_FUNCTION_ARGS)
 	char	   *event_type = saga_check_name(fcinfo, 1, "event_type");
 	Oid			caller = GetUserId();
 	Datum		values[2];
-	Oid			save_userid;
-	int			save_sec_context;
+	SagaAsOwner as_owner;
 	bool		found = false;
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	saga_begin_as_owner(&save_userid, &save_sec_context);
+	saga_spi_connect_as_owner(&as_owner);
 
 	values[0] = CStringGetTextDatum(consumer);
 	values[1] = CStringGetTextDatum(event_type);
@@ -429,7 +422,6 @@ saga_unsubscribe(PG_FUNCTION_ARGS)
 		found = true;
 	}
 
-	saga_end_as_owner(save_userid, save_sec_context);
-	SPI_finish();
+	saga_spi_finish_as_owner(&as_owner);
 	PG_RETURN_BOOL(found);
 }

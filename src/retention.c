@@ -123,8 +123,7 @@ int64
 saga_purge_batch(double older_than_ms, int batch)
 {
 	Datum		values[2];
-	Oid			save_userid;
-	int			save_sec_context;
+	SagaAsOwner as_owner;
 	int64		n;
 
 	if (!schema_has_retention())
@@ -132,17 +131,14 @@ saga_purge_batch(double older_than_ms, int batch)
 
 	values[0] = Float8GetDatum(older_than_ms);
 	values[1] = Int32GetDatum(batch);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	saga_begin_as_owner(&save_userid, &save_sec_context);
+	saga_spi_connect_as_owner(&as_owner);
 	saga_execute(saga_schema_is_1_2() ? &purge_sagas_plan : &purge_sagas_plan_1_1,
 				 values, NULL, false, 0);
 	n = (int64) SPI_processed;
 	saga_execute(saga_schema_is_1_2() ? &purge_loose_events_plan : &purge_loose_events_plan_1_1,
 				 values, NULL, false, 0);
 	n += (int64) SPI_processed;
-	saga_end_as_owner(save_userid, save_sec_context);
-	SPI_finish();
+	saga_spi_finish_as_owner(&as_owner);
 	return n;
 }
 

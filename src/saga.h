@@ -215,7 +215,6 @@ typedef struct SagaCurrentDelivery
 	int64		saga_id;		/* 0 when the event has none */
 	bool		has_saga_id;
 	const char *consumer;
-	bool		watch_locks;	/* it failed before: note who blocks it */
 } SagaCurrentDelivery;
 
 extern SagaCurrentDelivery *saga_current_delivery;
@@ -225,7 +224,8 @@ extern SagaCurrentDelivery *saga_current_delivery;
  * ------------------------------------------------------------------------
  */
 extern void saga_lookup_function(Oid fn, FmgrInfo *flinfo, MemoryContext cxt);
-extern Datum saga_invoke_as(Oid role, FmgrInfo *flinfo, Datum arg, bool *isnull);
+extern Datum saga_invoke_as(Oid role, FmgrInfo *flinfo, Datum arg, bool *isnull,
+							 bool watch_locks);
 extern bool saga_error_is_transient(int sqlerrcode);
 extern char *saga_error_text(ErrorData *edata);
 extern bool saga_in_user_function(void);
@@ -285,6 +285,16 @@ extern void saga_mark_aborted(int64 saga_id, const char *reason);
 extern void saga_abort_now(int64 *ids, const char **reasons, int n);
 extern void saga_begin_as_owner(Oid *save_userid, int *save_sec_context);
 extern void saga_end_as_owner(Oid save_userid, int save_sec_context);
+
+/* The caller saga_spi_connect_as_owner() switched away from. */
+typedef struct SagaAsOwner
+{
+	Oid			caller;
+	int			sec_context;
+} SagaAsOwner;
+
+extern void saga_spi_connect_as_owner(SagaAsOwner *save);
+extern void saga_spi_finish_as_owner(SagaAsOwner *save);
 
 /* ------------------------------------------------------------------------
  * Wake-ups at transaction end (wakeup.c)

@@ -144,6 +144,28 @@ saga_end_as_owner(Oid save_userid, int save_sec_context)
 }
 
 /*
+ * Connect to SPI and act as the tables' owner, the way most SQL-callable
+ * functions start their work once they have checked their caller;
+ * saga_spi_finish_as_owner() ends it.  save->caller is the calling user,
+ * for what is written in its name.
+ */
+void
+saga_spi_connect_as_owner(SagaAsOwner *save)
+{
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	saga_begin_as_owner(&save->caller, &save->sec_context);
+}
+
+/* Switch back to the caller saga_spi_connect_as_owner() saved, and finish SPI. */
+void
+saga_spi_finish_as_owner(SagaAsOwner *save)
+{
+	saga_end_as_owner(save->caller, save->sec_context);
+	SPI_finish();
+}
+
+/*
  * Has this database's extension been updated to 1.2 (or created at 1.2)?
  * The library is one for every database of the server, while each
  * database's schema is at the version ALTER EXTENSION left it at: until

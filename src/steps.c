@@ -64,7 +64,7 @@
 static SagaPlan claim_plan = {
 	"SELECT i.id, i.saga_type, i.definition_version, i.step, i.phase, i.data,"
 	"       i.attempts, i.reason, d.steps, d.owner::oid, i.deadline,"
-	"       i.aborted_at IS NOT NULL"
+	"       i.aborted_at IS NOT NULL, i.last_error IS NOT NULL"
 	"  FROM saga.instance i"
 	"  JOIN saga.definition d"
 	"    ON d.name = i.saga_type AND d.version = i.definition_version"
@@ -85,7 +85,7 @@ static SagaPlan claim_plan = {
 static SagaPlan claim_counted_plan = {
 	"SELECT i.id, i.saga_type, i.definition_version, i.step, i.phase, i.data,"
 	"       i.attempts, i.reason, d.steps, d.owner::oid, i.deadline,"
-	"       i.aborted_at IS NOT NULL"
+	"       i.aborted_at IS NOT NULL, i.last_error IS NOT NULL"
 	"  FROM saga.instance i"
 	"  JOIN saga.definition d"
 	"    ON d.name = i.saga_type AND d.version = i.definition_version"
@@ -129,8 +129,23 @@ static SagaPlan step_plan = {
 	3, {TEXTOID, INT4OID, INT4OID}
 };
 
-/* The saga moved on: new data, step and phase, maybe finished. */
+/*
+ * The saga moved on: new data, step and phase, maybe finished; no longer
+ * blocked, if its step was.
+ */
 static SagaPlan advance_plan = {
+	"UPDATE saga.instance"
+	"   SET data = $2, step = $3, phase = $4, status = $5, reason = $6,"
+	"       attempts = 0, last_error = NULL, next_attempt_at = now(),"
+	"       blocked_since = NULL, blocked_by = NULL,"
+	"       finished_at = CASE WHEN $5 = 'pending' THEN NULL ELSE clock_timestamp() END,"
+	"       finish_seq = CASE WHEN $5 = 'pending' THEN NULL ELSE nextval('saga.trace_seq') END"
+	" WHERE id = $1",
+	6, {INT8OID, JSONBOID, INT4OID, TEXTOID, TEXTOID, TEXTOID}
+};
+
+/* The same before 1.2, which notes no blocked steps. */
+static SagaPlan advance_plan_1_1 = {
 	"UPDATE saga.instance"
 	"   SET data = $2, step = $3, phase = $4, status = $5, reason = $6,"
 	"       attempts = 0, last_error = NULL, next_attempt_at = now(),"
@@ -140,8 +155,29 @@ static SagaPlan advance_plan = {
 	6, {INT8OID, JSONBOID, INT4OID, TEXTOID, TEXTOID, TEXTOID}
 };
 
-/* A step raised: try again later, or give up on it. */
+/*
+ * A step raised: try again later, or give up on it.  A step that met a
+ * lock conflict ($6) is due again as a blocked delivery is (dispatch.c):
+ * later each time, half the time it has been blocked, at most a second
+ * after; it notes since when it is blocked, and by whom when the worker
+ * saw it ($7), for saga_stuck.
+ */
 static SagaPlan retry_later_plan = {
+	"UPDATE saga.instance"
+	"   SET attempts = attempts + $5, last_error = $2, phase = $3,"
+	"       blocked_since = CASE WHEN $6 THEN coalesce(blocked_since, clock_timestamp()) END,"
+	"       blocked_by = CASE WHEN $6 THEN coalesce($7, blocked_by) END,"
+	"       next_attempt_at = clock_timestamp() +"
+	"           CASE WHEN NOT $6 THEN $4 * interval '1 millisecond'"
+	"                ELSE least(greatest($4 * interval '1 millisecond',"
+	"                                    (clock_timestamp() - coalesce(blocked_since, clock_timestamp())) / 2),"
+	"                           interval '1 second') END"
+	" WHERE id = $1",
+	7, {INT8OID, TEXTOID, TEXTOID, FLOAT8OID, INT4OID, BOOLOID, INT4OID}
+};
+
+/* The same before 1.2. */
+static SagaPlan retry_later_plan_1_1 = {
 	"UPDATE saga.instance"
 	"   SET attempts = attempts + $5, last_error = $2, phase = $3,"
 	"       next_attempt_at = clock_timestamp() + $4 * interval '1 millisecond'"
@@ -187,6 +223,7 @@ typedef struct ClaimedSaga
 	bool		aborted;		/* by its deadline or saga_cancel() */
 	bool		settled;		/* completed or failed */
 	bool		counted;		/* its attempt counted already (careful mode) */
+	bool		failed_before;	/* it has a last error: it may be blocked */
 	int			steps_run;		/* steps run on it in this batch */
 } ClaimedSaga;
 
@@ -329,7 +366,8 @@ advance(ClaimedSaga *cs, Jsonb *data, int step, const char *phase,
 		values[5] = CStringGetTextDatum(reason);
 	else
 		nulls[5] = 'n';
-	saga_execute(&advance_plan, values, nulls, false, 0);
+	saga_execute(saga_schema_is_1_2() ? &advance_plan : &advance_plan_1_1,
+				 values, nulls, false, 0);
 
 	/* where the saga is now, for its next step in this batch */
 	cs->data = data;
@@ -417,6 +455,34 @@ warn_stuck(ClaimedSaga *cs, StepDef *def, const char *msg)
 					 (long long) cs->id)));
 }
 
+/*
+ * A step of saga saga_id raised msg: note it, with the saga's phase from
+ * now on, when it is due again (after delay_ms) and what to add to its
+ * attempts; transient: it met a lock conflict, held by pid blocked_by if
+ * the worker saw it (else 0).
+ */
+static void
+retry_later(int64 saga_id, const char *msg, const char *phase, double delay_ms,
+			int count, bool transient, int blocked_by)
+{
+	Datum		values[7];
+	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+
+	values[0] = Int64GetDatum(saga_id);
+	values[1] = CStringGetTextDatum(msg);
+	values[2] = CStringGetTextDatum(phase);
+	values[3] = Float8GetDatum(delay_ms);
+	values[4] = Int32GetDatum(count);
+	values[5] = BoolGetDatum(transient);
+	values[6] = Int32GetDatum(blocked_by);
+	if (blocked_by == 0)
+		nulls[6] = 'n';
+	if (saga_schema_is_1_2())
+		saga_execute(&retry_later_plan, values, nulls, false, 0);
+	else
+		saga_execute(&retry_later_plan_1_1, values, nulls, false, 0);
+}
+
 /* What became of a saga's next step (run_one_step). */
 typedef enum StepOutcome
 {
@@ -467,7 +533,8 @@ run_one_step(ClaimedSaga *cs, MemoryContext cxt, bool *transient_out)
 
 		saga_lookup_function(compensation ? def.compensation : def.action,
 							 &flinfo, cxt);
-		result = saga_invoke_as(cs->owner, &flinfo, JsonbPGetDatum(cs->data), &isnull);
+		result = saga_invoke_as(cs->owner, &flinfo, JsonbPGetDatum(cs->data), &isnull,
+								cs->failed_before);
 		data = merge_data(cs->data, result, isnull, get_func_rettype(flinfo.fn_oid));
 
 		record_step_run(cs, cs->step, &def, compensation, "ok", request, NULL,
@@ -523,24 +590,22 @@ run_one_step(ClaimedSaga *cs, MemoryContext cxt, bool *transient_out)
 		}
 		else
 		{
-			Datum		values[5];
+			int			blocked_by = transient ? saga_lock_blocker() : 0;
+
+			/* an attempt counted before it ran is not counted again */
+			int			count = transient ? (cs->counted ? -1 : 0) :
+				(cs->counted ? 0 : 1);
 
 			/* the attempt, for the trace; a lock conflict is not one */
 			if (!transient)
 				record_step_run(cs, cs->step, &def, compensation, "retry", request,
 								msg, request_seq, started_at);
-			values[0] = Int64GetDatum(cs->id);
-			values[1] = CStringGetTextDatum(msg);
 			/* a compensation is never skipped: a person must look at it */
-			values[2] = CStringGetTextDatum(!compensation ? "forward" :
-											exhausted ? "stuck" : "compensating");
-			values[3] = Float8GetDatum(saga_retry_delay_ms(cs->attempts + 1,
-														   edata->sqlerrcode));
-			/* an attempt counted before it ran is not counted again */
-			values[4] = Int32GetDatum(transient ? (cs->counted ? -1 : 0) :
-									  (cs->counted ? 0 : 1));
+			retry_later(cs->id, msg,
+						!compensation ? "forward" : exhausted ? "stuck" : "compensating",
+						saga_retry_delay_ms(cs->attempts + 1, edata->sqlerrcode),
+						count, transient, blocked_by);
 			*transient_out = transient;
-			saga_execute(&retry_later_plan, values, NULL, false, 0);
 			saga_count(compensation && exhausted ? SAGA_COUNT_DEAD : SAGA_COUNT_RETRIES, 1);
 			if (compensation && exhausted)
 				warn_stuck(cs, &def, msg);
@@ -622,6 +687,7 @@ unpack_claimed(HeapTuple tup, TupleDesc desc, ClaimedSaga *cs)
 	cs->has_deadline = !isnull;
 	cs->deadline = isnull ? 0 : DatumGetTimestampTz(d);
 	cs->aborted = DatumGetBool(SPI_getbinval(tup, desc, 12, &isnull));
+	cs->failed_before = DatumGetBool(SPI_getbinval(tup, desc, 13, &isnull));
 }
 
 /*
@@ -788,14 +854,7 @@ saga_count_next_step(void)
 		}
 		else
 		{
-			Datum		values[5];
-
-			values[0] = Int64GetDatum(id);
-			values[1] = CStringGetTextDatum(msg);
-			values[2] = CStringGetTextDatum("stuck");
-			values[3] = Float8GetDatum(0);
-			values[4] = Int32GetDatum(0);
-			saga_execute(&retry_later_plan, values, NULL, false, 0);
+			retry_later(id, msg, "stuck", 0, 0, false, 0);
 			saga_count(SAGA_COUNT_DEAD, 1);
 			warn_stuck(&cs, &def, msg);
 		}

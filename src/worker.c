@@ -360,14 +360,25 @@ worker_test_probe_delay(void)
  * The worker's life once it serves its database: batches while there is
  * work, sleeps while there is none.  Returns when asked to stop or when the
  * extension has been dropped.
+ *
+ * What is allocated between transactions (a commit leaves
+ * CurrentMemoryContext at TopMemoryContext) goes into a context of the loop's
+ * own, reset at the top of every pass, as pg_cron's launcher does: nothing a
+ * pass leaves behind can pile up over a worker's life.
  */
 static void
 worker_loop(Oid dboid)
 {
+	MemoryContext loop_cxt = AllocSetContextCreate(TopMemoryContext,
+												   "saga worker loop",
+												   ALLOCSET_DEFAULT_SIZES);
+
 	for (;;)
 	{
 		int			claimed;
 
+		MemoryContextReset(loop_cxt);
+		MemoryContextSwitchTo(loop_cxt);
 		CHECK_FOR_INTERRUPTS();
 
 		if (ConfigReloadPending)
@@ -389,6 +400,7 @@ worker_loop(Oid dboid)
 		}
 
 		claimed = worker_run_batch();
+		MemoryContextSwitchTo(loop_cxt);
 		if (claimed < 0)
 		{
 			ereport(LOG,
@@ -422,6 +434,7 @@ worker_loop(Oid dboid)
 		}
 
 		worker_purge();
+		MemoryContextSwitchTo(loop_cxt);
 
 		/* the listener has gone: listen in its place */
 		if (!saga_worker_is_listening() && MySagaDatabase->listener < 0)
@@ -429,11 +442,14 @@ worker_loop(Oid dboid)
 			StartTransactionCommand();
 			saga_worker_take_listening();
 			CommitTransactionCommand();
+			MemoryContextSwitchTo(loop_cxt);
 		}
 
 		pgstat_report_activity(STATE_IDLE, NULL);
 		saga_worker_sleep(retry_soon ? Min(saga_poll_interval, 20) : saga_poll_interval);
 	}
+	MemoryContextSwitchTo(TopMemoryContext);
+	MemoryContextDelete(loop_cxt);
 }
 
 /*

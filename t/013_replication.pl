@@ -93,7 +93,7 @@ $sub->safe_psql('postgres', q{
 	CREATE EXTENSION saga;
 	GRANT EXECUTE ON FUNCTION saga_place_order(text, text, integer, numeric, text, text, interval),
 	                          saga_await(bigint, interval) TO shop;
-	TRUNCATE saga.definition_step, saga.definition, saga.subscription, saga.event_grant, saga.event_type, saga.saga_grant;
+	TRUNCATE saga.definition_step, saga.definition, saga.subscription, saga.event_grant, saga.event_type, saga.saga_grant, saga.trace_client;
 	COMMIT;
 });
 is($sub->safe_psql('postgres', $no_identity), '',

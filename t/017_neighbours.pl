@@ -180,13 +180,17 @@ $holder_pid =~ s/\s+//g;
 $holder->query_safe("BEGIN; SELECT * FROM saga.account WHERE customer = 'alice' FOR UPDATE");
 my $alice = sql("SELECT string_agg(saga_place_order('alice', 'widget', 1, 1.00)::text, ',') "
 	  . "FROM generate_series(1, 20)");
+# orchestrated too: a step waits for the lock as a handler does
+my $alice_steps = sql("SELECT string_agg(saga_place_order('alice', 'widget', 1, 1.00, "
+	  . "'orchestration')::text, ',') FROM generate_series(1, 5)");
 my $bob = sql("SELECT saga_place_order('bob', 'widget', 1, 1.00)");
 $t0 = time;
 is(sql("SELECT saga_await($bob, '10 s')"), 'completed',
 	"bob's order completes while alice's account is locked by another session");
 note(sprintf("bob's order took %.2f s behind 20 blocked orders", time - $t0));
-is(sql("SELECT count(*) FROM saga_orders WHERE order_id IN ($alice) AND status = 'pending'"),
-	'20', "alice's 20 orders wait");
+is(sql("SELECT count(*) FROM saga_orders WHERE order_id IN ($alice, $alice_steps) "
+	  . "AND status = 'pending'"),
+	'25', "alice's 25 orders wait");
 ok( $node->poll_query_until('postgres',
 		"SELECT count(*) > 0 FROM saga_stuck WHERE problem = 'waiting for a lock' "
 		  . "AND saga_id IN ($alice)"),
@@ -203,13 +207,32 @@ like( sql("SELECT remedy FROM saga_stuck WHERE problem = 'waiting for a lock' "
 is( sql("SELECT count(*) > 0 FROM saga_my_stuck WHERE blocking_pid = $holder_pid "
 		  . "AND saga_id IN ($alice)"),
 	't', 'so does saga_my_stuck, for their owner');
+# the orchestrated ones: their steps, named, with the holder's pid
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) > 0 AND bool_and(blocking_pid IS NOT DISTINCT FROM $holder_pid) "
+		  . "AND bool_and(delivery_id IS NULL AND work LIKE 'order step %') "
+		  . "FROM saga_stuck WHERE problem = 'waiting for a lock' AND saga_id IN ($alice_steps)"),
+	"saga_stuck shows alice's orchestrated steps waiting for the holder's lock");
+like( sql("SELECT remedy FROM saga_stuck WHERE problem = 'waiting for a lock' "
+		  . "AND saga_id IN ($alice_steps) LIMIT 1"),
+	qr/^pid $holder_pid \(see pg_stat_activity\) has held a lock its step needs since /,
+	'and its remedy names the pid');
+is(sql("SELECT count(*) FROM saga.instance WHERE id IN ($alice_steps) AND attempts > 0"),
+	'0', 'waiting for a lock is not an attempt of a step');
 $holder->query_safe('COMMIT');
 $holder->quit;
 ok( $node->poll_query_until('postgres',
-		"SELECT count(*) = 0 FROM saga_orders WHERE order_id IN ($alice) AND status = 'pending'"),
+		"SELECT count(*) = 0 FROM saga_orders WHERE order_id IN ($alice, $alice_steps) "
+		  . "AND status = 'pending'"),
 	"once the lock is released, alice's orders end");
-is(sql("SELECT count(*) FROM saga_orders WHERE order_id IN ($alice) AND status = 'completed'"),
-	'20', 'all of them completed');
+is(sql("SELECT count(*) FROM saga_orders WHERE order_id IN ($alice, $alice_steps) "
+		  . "AND status = 'completed'"),
+	'25', 'all of them completed');
+is( sql("SELECT (SELECT count(*) FROM saga.delivery d JOIN saga.event e ON e.id = d.event_id "
+		  . "       WHERE e.saga_id IN ($alice) AND (d.blocked_since IS NOT NULL OR d.blocked_by IS NOT NULL)) "
+		  . "   + (SELECT count(*) FROM saga.instance WHERE id IN ($alice_steps) "
+		  . "       AND (blocked_since IS NOT NULL OR blocked_by IS NOT NULL))"),
+	'0', 'work that got past the lock is no longer marked blocked');
 
 # --- 4. database defaults the engine's statements do not follow ----------------
 

@@ -1,4 +1,4 @@
-/* saga--1.1--1.2.sql: upgrade the saga extension from 1.1 to 1.2 */
+/* schema/engine/1.1--1.2.sql: the engine, from 1.1 to 1.2; the Makefile appends schema/example/1.1--1.2.sql to make saga--1.1--1.2.sql */
 
 \echo Use "ALTER EXTENSION saga UPDATE TO '1.2'" to load this file. \quit
 
@@ -80,9 +80,6 @@ END
 $$;
 DROP TABLE saga_subscribe_grants;
 
--- The example's services are the order saga's: they hear of no other.
-UPDATE saga.subscription SET saga_type = 'order' WHERE builtin;
-
 CREATE OR REPLACE VIEW saga_subscriptions AS
     SELECT s.id, s.consumer, s.event_type, s.handler, s.owner, s.on_failure, s.forward,
            p.consumer IS NOT NULL AS paused, s.created_at, s.saga_type
@@ -98,14 +95,45 @@ COMMENT ON COLUMN saga.delivery.blocked_since IS
 ALTER TABLE saga.delivery ADD COLUMN blocked_by int;
 COMMENT ON COLUMN saga.delivery.blocked_by IS
 'the pid of the session holding the lock its handler last waited for while blocked (blocked_since), when seen; NULL with blocked_since, or when not seen';
+-- An orchestrated saga's step can be blocked so too.
+ALTER TABLE saga.instance ADD COLUMN blocked_since timestamptz;
+COMMENT ON COLUMN saga.instance.blocked_since IS
+'since when its current step keeps meeting a lock held by another transaction; NULL once it got past it';
+ALTER TABLE saga.instance ADD COLUMN blocked_by int;
+COMMENT ON COLUMN saga.instance.blocked_by IS
+'the pid of the session holding the lock its step last waited for while blocked (blocked_since), when seen; NULL with blocked_since, or when not seen';
 
 -- saga_stuck changes in several ways in 1.2; its one new definition is
 -- further down ("What is stuck"), once everything it shows exists.
 
 /*
+ * Who starts a saga, as its trace shows it: by default a "client" that
+ * sends "start" and is answered with the saga's status.  A saga type may
+ * name them otherwise, per owner (the example's orders come from a
+ * "customer" who sends "POST /orders" and is answered "201 Created" or
+ * "500 Internal Server Error").  1.1 had the example's labels written into
+ * saga_trace itself.
+ */
+CREATE TABLE saga.trace_client (
+    saga_type         text NOT NULL,
+    owner             regrole NOT NULL,
+    client            text NOT NULL,
+    start_message     text NOT NULL,
+    completed_message text NOT NULL,
+    failed_message    text NOT NULL,
+    builtin           boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (saga_type, owner)
+);
+COMMENT ON TABLE saga.trace_client IS
+'how the traces of owner''s sagas of saga_type name the client that starts them, its request and the answers it gets (without a row: client, start, and the saga''s status)';
+REVOKE ALL ON saga.trace_client FROM PUBLIC;
+SELECT pg_extension_config_dump('saga.trace_client', 'WHERE NOT builtin');
+
+/*
  * The trace shows failed attempts: a step's as its request and a 500
  * answer naming the attempt and the error, a delivery's as an arrow from
- * the broker naming the attempt (or the dead letter) and the error.
+ * the broker naming the attempt (or the dead letter) and the error.  Its
+ * client's labels come from saga.trace_client.
  */
 CREATE OR REPLACE FUNCTION saga_trace(saga_id bigint)
 RETURNS TABLE (seq integer, sender text, receiver text, message text, at timestamptz)
@@ -113,12 +141,11 @@ LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT (row_number() OVER (ORDER BY t.s))::integer, t.sender, t.receiver, t.message, t.at
-      FROM (SELECT i.start_seq AS s,
-                   CASE WHEN i.saga_type = 'order' THEN 'customer' ELSE 'client' END AS sender,
-                   i.saga_type AS receiver,
-                   CASE WHEN i.saga_type = 'order' THEN 'POST /orders' ELSE 'start' END AS message,
+      FROM (SELECT i.start_seq AS s, coalesce(c.client, 'client') AS sender,
+                   i.saga_type AS receiver, coalesce(c.start_message, 'start') AS message,
                    i.started_at AS at
               FROM saga.instance i
+              LEFT JOIN saga.trace_client c ON c.saga_type = i.saga_type AND c.owner = i.owner
              WHERE i.id = saga_trace.saga_id
             UNION ALL
             SELECT e.seq, e.publisher, 'broker', e.event_type, e.published_at
@@ -158,13 +185,13 @@ AS $$
               JOIN saga.instance i ON i.id = r.saga_id
              WHERE r.saga_id = saga_trace.saga_id
             UNION ALL
-            SELECT i.finish_seq, i.saga_type,
-                   CASE WHEN i.saga_type = 'order' THEN 'customer' ELSE 'client' END,
-                   CASE WHEN i.saga_type <> 'order' THEN i.status
-                        WHEN i.status = 'completed' THEN '201 Created'
-                        ELSE '500 Internal Server Error' END,
+            SELECT i.finish_seq, i.saga_type, coalesce(c.client, 'client'),
+                   CASE WHEN c.client IS NULL THEN i.status
+                        WHEN i.status = 'completed' THEN c.completed_message
+                        ELSE c.failed_message END,
                    i.finished_at
               FROM saga.instance i
+              LEFT JOIN saga.trace_client c ON c.saga_type = i.saga_type AND c.owner = i.owner
              WHERE i.id = saga_trace.saga_id AND i.finish_seq IS NOT NULL) t
      ORDER BY t.s
 $$;
@@ -524,14 +551,14 @@ COMMENT ON FUNCTION saga.unserved_status() IS
  * participants took over), when it is forward work of a saga that has
  * ended or been aborted (saga_retry_delivery() refuses it: nothing but
  * compensation runs then), or when its subscription is gone.  Steps are
- * named by their names.  New in 1.2 too: deliveries waiting for a lock
+ * named by their names.  New in 1.2 too: deliveries and steps waiting for a lock
  * another session holds ("Hanging handlers, held locks" below), a row
  * when this database has no worker for want of a slot (Capacity, above),
  * and a choreographed saga that nobody ends: nothing of it pending, not
  * aborted, and nothing published into it for ten seconds (its dead letter
  * published its on_failure event, say, and the compensations ran, but no
  * handler failed the saga).  The last column, blocking_pid, is the session
- * that held the lock a delivery waits for, when the worker saw it.
+ * that held the lock a delivery or step waits for, when the worker saw it.
  */
 CREATE OR REPLACE VIEW saga_stuck AS
     SELECT 'compensation failing'::text AS problem, i.id AS saga_id, NULL::bigint AS delivery_id,
@@ -544,7 +571,9 @@ CREATE OR REPLACE VIEW saga_stuck AS
     UNION ALL
     SELECT 'step retrying', i.id, NULL, i.saga_type || ' step ' || coalesce(ds.name, i.step::text),
            i.attempts, i.last_error,
-           'wait (next attempt at ' || i.next_attempt_at || '), or saga_cancel(' || i.id || ')', NULL
+           CASE WHEN i.next_attempt_at > now() THEN 'wait (next attempt at ' || i.next_attempt_at || ')'
+                ELSE 'wait (it is due: a worker takes it, or has it already)' END
+           || ', or saga_cancel(' || i.id || ')', NULL
       FROM saga.instance i
       LEFT JOIN saga.definition_step ds
         ON ds.definition = i.saga_type AND ds.version = i.definition_version AND ds.step_no = i.step
@@ -553,7 +582,8 @@ CREATE OR REPLACE VIEW saga_stuck AS
     SELECT CASE WHEN p.consumer IS NOT NULL THEN 'consumer paused' ELSE 'delivery retrying' END,
            e.saga_id, d.id, s.consumer || ' <- ' || e.event_type, d.attempts, d.last_error,
            CASE WHEN p.consumer IS NOT NULL THEN 'saga_resume_consumer(' || quote_literal(s.consumer) || ')'
-                ELSE 'wait (next attempt at ' || d.next_attempt_at || ')' END, NULL
+                WHEN d.next_attempt_at > now() THEN 'wait (next attempt at ' || d.next_attempt_at || ')'
+                ELSE 'wait (it is due: a worker takes it, or has it already)' END, NULL
       FROM saga.delivery d
       JOIN saga.event e ON e.id = d.event_id
       JOIN saga.subscription s ON s.id = d.subscription_id
@@ -596,6 +626,20 @@ CREATE OR REPLACE VIEW saga_stuck AS
       JOIN saga.event e ON e.id = d.event_id
       JOIN saga.subscription s ON s.id = d.subscription_id
      WHERE d.status = 'pending' AND d.blocked_since < now() - interval '1 second'
+    UNION ALL
+    SELECT 'waiting for a lock', i.id, NULL, i.saga_type || ' step ' || coalesce(ds.name, i.step::text),
+           i.attempts, i.last_error,
+           CASE WHEN i.blocked_by IS NOT NULL
+                THEN 'pid ' || i.blocked_by || ' (see pg_stat_activity) has held a lock its step needs since '
+                     || i.blocked_since || ': end that transaction, or wait for it'
+                ELSE 'another session has held a lock its step needs since ' || i.blocked_since
+                     || '; the worker did not see which (a deadlock, a serialization failure or NOWAIT does not wait)'
+                     || ': find it with pg_blocking_pids() of the saga worker while it waits, or in pg_locks' END,
+           i.blocked_by
+      FROM saga.instance i
+      LEFT JOIN saga.definition_step ds
+        ON ds.definition = i.saga_type AND ds.version = i.definition_version AND ds.step_no = i.step
+     WHERE i.status = 'pending' AND i.blocked_since < now() - interval '1 second'
     UNION ALL
     SELECT 'no worker', NULL, NULL, 'everything due in database ' || current_database()::text COLLATE "default",
            NULL, u.status,
@@ -692,15 +736,11 @@ SELECT pg_extension_config_dump('saga.event_type', 'WHERE NOT builtin');
 SELECT pg_extension_config_dump('saga.event_grant', 'WHERE NOT builtin');
 SELECT pg_extension_config_dump('saga.saga_grant', 'WHERE NOT builtin');
 
--- The example's event types, and the engine's SagaAborted.
+-- The engine's SagaAborted (the example's event types: schema/example).
 INSERT INTO saga.event_type (name, owner, builtin)
-SELECT t, (SELECT c.relowner::regrole FROM pg_class c WHERE c.oid = 'saga.event'::regclass), true
-  FROM unnest(ARRAY['OrderCreated', 'PaymentProcessed', 'PaymentFailed', 'InventoryReserved',
-                    'InventoryReservationFailed', 'PaymentRefunded', 'SagaAborted']) AS t;
+SELECT 'SagaAborted', c.relowner::regrole, true FROM pg_class c WHERE c.oid = 'saga.event'::regclass;
 INSERT INTO saga.event_grant (event_type, grantee, privilege, builtin)
 VALUES ('SagaAborted', 0, 'subscribe', true);
-INSERT INTO saga.saga_grant (saga_type, owner, grantee, builtin)
-SELECT 'order', c.relowner::regrole, 0, true FROM pg_class c WHERE c.oid = 'saga.event'::regclass;
 
 -- Users' event types subscribed to before 1.2: the role of the oldest
 -- subscription owns each, and the other roles that subscribe keep the right.
@@ -1116,30 +1156,3 @@ CREATE OR REPLACE VIEW saga_backlog AS
         ON w.service = sv.service
       LEFT JOIN saga.paused_consumer p ON p.consumer = sv.service
      GROUP BY sv.service, p.consumer;
-
-/*
- * "Does not exist" errors use 42704 (undefined_object), as core's do for
- * a missing object, not PL/pgSQL's P0002 (no_data_found): the C
- * functions (saga_status, saga_await, saga_retry, saga_complete,
- * saga_fail, saga_retry_delivery, saga_publish with a saga id) changed
- * with the library, saga_trace_mermaid above; the example's
- * saga_order_status changes here.
- */
-CREATE OR REPLACE FUNCTION saga_order_status(order_id bigint)
-RETURNS text
-LANGUAGE plpgsql STABLE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    result text;
-BEGIN
-    SELECT i.status INTO result
-      FROM saga.instance i
-     WHERE i.id = saga_order_status.order_id AND i.saga_type = 'order';
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'order % does not exist', coalesce(order_id::text, 'NULL')
-            USING ERRCODE = 'undefined_object';
-    END IF;
-    RETURN result;
-END
-$$;

@@ -1,4 +1,4 @@
-/* saga--1.0--1.1.sql: upgrade the saga extension from 1.0 to 1.1 */
+/* schema/engine/1.0--1.1.sql: the engine, from 1.0 to 1.1; the Makefile appends schema/example/1.0--1.1.sql to make saga--1.0--1.1.sql */
 
 \echo Use "ALTER EXTENSION saga UPDATE TO '1.1'" to load this file. \quit
 
@@ -174,8 +174,6 @@ UPDATE saga.subscription s SET builtin = true
                         AND d.refclassid = 'pg_extension'::regclass
                         AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'saga')
                         AND d.deptype = 'e');
-UPDATE saga.definition SET builtin = true WHERE name = 'order' AND version = 1;
-UPDATE saga.definition_step SET builtin = true WHERE definition = 'order' AND version = 1;
 
 SELECT pg_extension_config_dump('saga.subscription', 'WHERE NOT builtin');
 SELECT pg_extension_config_dump('saga.definition', 'WHERE NOT builtin');
@@ -186,18 +184,11 @@ SELECT pg_extension_config_dump('saga.event', '');
 SELECT pg_extension_config_dump('saga.delivery', '');
 SELECT pg_extension_config_dump('saga.step_run', '');
 SELECT pg_extension_config_dump('saga.paused_consumer', '');
-SELECT pg_extension_config_dump('saga.account', '');
-SELECT pg_extension_config_dump('saga.product', '');
-SELECT pg_extension_config_dump('saga.orders', '');
-SELECT pg_extension_config_dump('saga.payment', '');
-SELECT pg_extension_config_dump('saga.reservation', '');
 SELECT pg_extension_config_dump('saga.trace_seq', '');
 SELECT pg_extension_config_dump('saga.instance_id_seq', '');
 SELECT pg_extension_config_dump('saga.subscription_id_seq', '');
 SELECT pg_extension_config_dump('saga.event_id_seq', '');
 SELECT pg_extension_config_dump('saga.delivery_id_seq', '');
-SELECT pg_extension_config_dump('saga.payment_id_seq', '');
-SELECT pg_extension_config_dump('saga.reservation_id_seq', '');
 
 -- The workers' pids and all databases' oids, and the counters, are for the
 -- DBA, like the views on them.
