@@ -30,7 +30,6 @@
 #include "postgres.h"
 
 #include "catalog/pg_type.h"
-#include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/lock.h"
 #include "utils/acl.h"
@@ -38,7 +37,14 @@
 #include "utils/jsonb.h"
 
 #include "saga.h"
+#include "abort.h"
+#include "publish.h"
+#include "shmem.h"
+#include "spi_util.h"
+#include "stats.h"
 #include "steps.h"
+#include "wakeup.h"
+
 
 PG_FUNCTION_INFO_V1(saga_cancel);
 

@@ -17,11 +17,13 @@
 #include "postgres.h"
 
 #include "catalog/pg_type.h"
-#include "fmgr.h"
-#include "miscadmin.h"
 #include "utils/builtins.h"
 
 #include "saga.h"
+#include "publish.h"
+#include "spi_util.h"
+#include "wakeup.h"
+
 
 PG_FUNCTION_INFO_V1(saga_pause_consumer);
 PG_FUNCTION_INFO_V1(saga_resume_consumer);

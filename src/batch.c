@@ -29,13 +29,18 @@
  */
 #include "postgres.h"
 
-#include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/timestamp.h"
 
 #include "saga.h"
+#include "abort.h"
 #include "batch.h"
+#include "dispatch.h"
+#include "invoke.h"
+#include "replica.h"
+#include "spi_util.h"
 #include "steps.h"
+
 
 /* When the batch running now must end (0: no limit). */
 static TimestampTz batch_deadline = 0;

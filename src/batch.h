@@ -9,7 +9,7 @@
 #ifndef SAGA_BATCH_H
 #define SAGA_BATCH_H
 
-#include "saga.h"
+#include "spi_util.h"
 
 /*
  * Run rounds of deliveries and steps in the current transaction (with an

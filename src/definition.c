@@ -26,8 +26,7 @@
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "commands/sequence.h"
-#include "fmgr.h"
-#include "funcapi.h"
+#include "executor/executor.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/array.h"
@@ -42,6 +41,13 @@
 #include "utils/syscache.h"
 
 #include "saga.h"
+#include "instance.h"
+#include "publish.h"
+#include "shmem.h"
+#include "spi_util.h"
+#include "stats.h"
+#include "wakeup.h"
+
 
 PG_FUNCTION_INFO_V1(saga_define);
 PG_FUNCTION_INFO_V1(saga_start);

@@ -39,7 +39,6 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/sequence.h"
-#include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -49,8 +48,17 @@
 #include "utils/resowner.h"
 
 #include "saga.h"
+#include "abort.h"
 #include "batch.h"
-#include "steps.h"
+#include "dispatch.h"
+#include "instance.h"
+#include "invoke.h"
+#include "publish.h"
+#include "shmem.h"
+#include "spi_util.h"
+#include "stats.h"
+#include "wakeup.h"
+
 
 SagaCurrentDelivery *saga_current_delivery = NULL;
 

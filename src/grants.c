@@ -32,7 +32,6 @@
 #include "postgres.h"
 
 #include "catalog/pg_type.h"
-#include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "storage/proc.h"
@@ -42,6 +41,10 @@
 #include "utils/tuplestore.h"
 
 #include "saga.h"
+#include "grants.h"
+#include "publish.h"
+#include "spi_util.h"
+
 
 PG_FUNCTION_INFO_V1(saga_grant_events);
 PG_FUNCTION_INFO_V1(saga_revoke_events);

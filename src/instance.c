@@ -27,7 +27,6 @@
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "catalog/pg_type.h"
-#include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/latch.h"
 #include "utils/acl.h"
@@ -36,6 +35,14 @@
 #include "utils/wait_event.h"
 
 #include "saga.h"
+#include "grants.h"
+#include "instance.h"
+#include "publish.h"
+#include "shmem.h"
+#include "spi_util.h"
+#include "stats.h"
+#include "wakeup.h"
+
 
 PG_FUNCTION_INFO_V1(saga_begin);
 PG_FUNCTION_INFO_V1(saga_complete);

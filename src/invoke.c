@@ -45,7 +45,6 @@
 #include "access/table.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_db_role_setting.h"
-#include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/lock.h"
@@ -58,10 +57,15 @@
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/regproc.h"
+#include "utils/rel.h"
 #include "utils/syscache.h"
 #include "utils/timeout.h"
 
 #include "saga.h"
+#include "dispatch.h"
+#include "invoke.h"
+#include "worker.h"
+
 
 /*
  * Delay before retrying a function that raised, after the given number of

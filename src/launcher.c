@@ -45,7 +45,6 @@
 #include "funcapi.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
-#include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
@@ -58,6 +57,10 @@
 #include "utils/wait_event.h"
 
 #include "saga.h"
+#include "launcher.h"
+#include "shmem.h"
+#include "worker.h"
+
 
 /* How often the launcher re-reads pg_database even if nobody asked. */
 #define SAGA_RESCAN_INTERVAL_MS		(60 * 1000)

@@ -28,10 +28,8 @@
 #include <signal.h>
 
 #include "access/xact.h"
-#include "fmgr.h"
 #include "miscadmin.h"
 #include "nodes/pg_list.h"
-#include "pgstat.h"
 #include "storage/ipc.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -39,6 +37,8 @@
 
 #include "saga.h"
 #include "lifecycle.h"
+#include "shmem.h"
+
 
 /* How long DROP DATABASE and friends wait for a database's workers. */
 #define SAGA_PAUSE_TIMEOUT_MS	10000

@@ -9,7 +9,7 @@
 #ifndef SAGA_LIFECYCLE_H
 #define SAGA_LIFECYCLE_H
 
-#include "saga.h"
+#include "shmem.h"
 
 /* The state of a database's entry, and the worker's probe (worker.c). */
 extern void saga_mark_database(Oid dboid, SagaDbState state);

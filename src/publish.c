@@ -29,7 +29,6 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
-#include "fmgr.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
@@ -40,6 +39,15 @@
 #include "utils/syscache.h"
 
 #include "saga.h"
+#include "dispatch.h"
+#include "grants.h"
+#include "instance.h"
+#include "publish.h"
+#include "shmem.h"
+#include "spi_util.h"
+#include "stats.h"
+#include "wakeup.h"
+
 
 #define SAGA_MAX_NAME	200
 

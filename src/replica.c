@@ -44,7 +44,6 @@
 #include "catalog/pg_subscription.h"
 #include "catalog/pg_subscription_rel.h"
 #include "executor/spi.h"
-#include "fmgr.h"
 #include "utils/builtins.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
@@ -52,6 +51,10 @@
 #include "utils/timestamp.h"
 
 #include "saga.h"
+#include "replica.h"
+#include "spi_util.h"
+#include "worker.h"
+
 
 PG_FUNCTION_INFO_V1(saga_copy_of);
 

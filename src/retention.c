@@ -21,12 +21,15 @@
 
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
-#include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/lsyscache.h"
 #include "utils/timestamp.h"
 
 #include "saga.h"
+#include "instance.h"
+#include "retention.h"
+#include "spi_util.h"
+
 
 PG_FUNCTION_INFO_V1(saga_purge);
 

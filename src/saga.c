@@ -12,12 +12,17 @@
  */
 #include "postgres.h"
 
-#include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "utils/guc.h"
 
 #include "saga.h"
+#include "launcher.h"
+#include "shmem.h"
+#include "stats.h"
+#include "utility.h"
+#include "wakeup.h"
+
 
 PG_MODULE_MAGIC;
 

@@ -20,13 +20,14 @@
 #include <signal.h>
 
 #include "miscadmin.h"
-#include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "storage/ipc.h"
 #include "storage/shmem.h"
 #include "utils/wait_event.h"
 
 #include "saga.h"
+#include "shmem.h"
+
 
 /* Entries for databases: those without the extension need one too. */
 #define SAGA_MAX_DATABASES	1024

@@ -25,6 +25,8 @@
 #include "utils/timestamp.h"
 
 #include "saga.h"
+#include "spi_util.h"
+
 
 static OverrideSearchPath catalog_only_path = {NIL, true, false, 0};
 

@@ -19,7 +19,6 @@
 #include "access/htup_details.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
-#include "fmgr.h"
 #include "funcapi.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
@@ -28,6 +27,9 @@
 #include "utils/timestamp.h"
 
 #include "saga.h"
+#include "shmem.h"
+#include "stats.h"
+
 
 PG_FUNCTION_INFO_V1(saga_counters);
 PG_FUNCTION_INFO_V1(saga_worker_status);

@@ -42,8 +42,6 @@
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "commands/sequence.h"
-#include "fmgr.h"
-#include "funcapi.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/array.h"
@@ -58,8 +56,15 @@
 #include "utils/syscache.h"
 
 #include "saga.h"
-#include "steps.h"
+#include "abort.h"
 #include "batch.h"
+#include "invoke.h"
+#include "shmem.h"
+#include "spi_util.h"
+#include "stats.h"
+#include "steps.h"
+#include "wakeup.h"
+
 
 static SagaPlan claim_plan = {
 	"SELECT i.id, i.saga_type, i.definition_version, i.step, i.phase, i.data,"

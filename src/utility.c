@@ -69,6 +69,9 @@
 
 #include "saga.h"
 #include "lifecycle.h"
+#include "spi_util.h"
+#include "utility.h"
+
 
 static ProcessUtility_hook_type prev_ProcessUtility = NULL;
 

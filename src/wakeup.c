@@ -38,17 +38,21 @@
 
 #include "access/xact.h"
 #include "commands/async.h"
-#include "fmgr.h"
 #include "miscadmin.h"
-#include "storage/ipc.h"
 #include "nodes/pg_list.h"
 #include "postmaster/interrupt.h"
+#include "storage/ipc.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/wait_event.h"
 
 #include "saga.h"
 #include "lifecycle.h"
+#include "shmem.h"
+#include "stats.h"
+#include "wakeup.h"
+#include "worker.h"
+
 
 static bool published_in_xact = false;
 static bool notified_in_xact = false;

@@ -37,9 +37,17 @@
 #include "utils/wait_event.h"
 
 #include "saga.h"
-#include "lifecycle.h"
-#include "steps.h"
+#include "abort.h"
 #include "batch.h"
+#include "dispatch.h"
+#include "lifecycle.h"
+#include "replica.h"
+#include "retention.h"
+#include "shmem.h"
+#include "steps.h"
+#include "wakeup.h"
+#include "worker.h"
+
 
 SagaWorkerSlot *MySagaWorker = NULL;
 SagaDatabase *MySagaDatabase = NULL;
