@@ -46,6 +46,7 @@
 #include "shmem.h"
 #include "spi_util.h"
 #include "stats.h"
+#include "steps.h"
 #include "wakeup.h"
 
 
@@ -90,17 +91,6 @@ static SagaPlan define_steps_plan = {
  * belong in several sagas.
  */
 #define SAGA_MAX_STEPS		10000
-
-/* One step of saga_define()'s argument, taken apart once. */
-typedef struct StepArg
-{
-	char	   *name;
-	char	   *service;
-	Oid			action;
-	Oid			compensation;
-	char	   *request;
-	char	   *compensation_request;
-} StepArg;
 
 /* A step function takes jsonb and returns jsonb or void. */
 static void
@@ -169,7 +159,7 @@ saga_define(PG_FUNCTION_ARGS)
 	Datum	   *elems;
 	bool	   *elem_nulls;
 	int			nsteps;
-	StepArg    *args;
+	SagaStepDef *args;
 	HTAB	   *names;
 	HASHCTL		hctl;
 	Size		maxlen;
@@ -201,12 +191,12 @@ saga_define(PG_FUNCTION_ARGS)
 				 errmsg("a saga needs at least one step")));
 
 	/* check every step before writing anything */
-	args = palloc(sizeof(StepArg) * nsteps);
+	args = palloc0(sizeof(SagaStepDef) * nsteps);
 	maxlen = 0;
 	for (i = 0; i < nsteps; i++)
 	{
 		HeapTupleHeader step;
-		StepArg    *a = &args[i];
+		SagaStepDef *a = &args[i];
 
 		CHECK_FOR_INTERRUPTS();
 		if (elem_nulls[i])
@@ -266,7 +256,7 @@ saga_define(PG_FUNCTION_ARGS)
 	}
 	for (i = 0; i < nsteps; i++)
 	{
-		StepArg    *a = &args[i];
+		SagaStepDef *a = &args[i];
 
 		col[0][i] = CStringGetTextDatum(a->name);
 		col[1][i] = CStringGetTextDatum(a->service);

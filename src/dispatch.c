@@ -165,22 +165,24 @@ static SagaPlan cancel_plan = {
 };
 
 /* Handled: done, and no longer blocked if it was. */
+#define DONE_HEAD \
+	"UPDATE saga.delivery d" \
+	"   SET status = 'done', attempts = d.attempts + $4, last_error = NULL," \
+	"       delivered_at = u.at, seq = u.seq"
+#define DONE_TAIL \
+	"  FROM unnest($1::bigint[], $2::bigint[], $3::timestamptz[]) AS u(id, seq, at)" \
+	" WHERE d.id = u.id"
+
 static SagaPlan done_plan = {
-	"UPDATE saga.delivery d"
-	"   SET status = 'done', attempts = d.attempts + $4, last_error = NULL,"
-	"       delivered_at = u.at, seq = u.seq, blocked_since = NULL, blocked_by = NULL"
-	"  FROM unnest($1::bigint[], $2::bigint[], $3::timestamptz[]) AS u(id, seq, at)"
-	" WHERE d.id = u.id",
+	DONE_HEAD ", blocked_since = NULL, blocked_by = NULL"
+	DONE_TAIL,
 	4, {INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, INT4OID}, NULL, true
 };
 
 /* The same before 1.2, which notes no blocked deliveries. */
 static SagaPlan done_plan_1_1 = {
-	"UPDATE saga.delivery d"
-	"   SET status = 'done', attempts = d.attempts + $4, last_error = NULL,"
-	"       delivered_at = u.at, seq = u.seq"
-	"  FROM unnest($1::bigint[], $2::bigint[], $3::timestamptz[]) AS u(id, seq, at)"
-	" WHERE d.id = u.id",
+	DONE_HEAD
+	DONE_TAIL,
 	4, {INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, INT4OID}, NULL, true
 };
 
@@ -229,6 +231,35 @@ static SagaPlan failed_plan_1_1 = {
 	" RETURNING status",
 	5, {INT8OID, INT4OID, TEXTOID, INT4OID, FLOAT8OID}
 };
+
+/* A claimed delivery, from a row of claim_plan or claim_counted_plan. */
+static void
+unpack_claimed(HeapTuple tup, TupleDesc desc, ClaimedDelivery *cd)
+{
+	bool		isnull;
+	Datum		d;
+
+	memset(cd, 0, sizeof(*cd));
+	cd->delivery_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+	cd->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
+	cd->handler = DatumGetObjectId(SPI_getbinval(tup, desc, 3, &isnull));
+	cd->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 4, &isnull));
+	cd->consumer = TextDatumGetCString(SPI_getbinval(tup, desc, 5, &isnull));
+	cd->event_id = DatumGetInt64(SPI_getbinval(tup, desc, 6, &isnull));
+	cd->saga_id = DatumGetInt64(SPI_getbinval(tup, desc, 7, &isnull));
+	cd->has_saga_id = !isnull;
+	d = SPI_getbinval(tup, desc, 8, &isnull);
+	cd->event = isnull ? (Datum) 0 : PointerGetDatum(PG_DETOAST_DATUM_COPY(d));
+	d = SPI_getbinval(tup, desc, 9, &isnull);
+	cd->on_failure = isnull ? NULL : TextDatumGetCString(d);
+	d = SPI_getbinval(tup, desc, 10, &isnull);
+	cd->payload = isnull ? NULL : DatumGetJsonbPCopy(d);
+	cd->forward = DatumGetBool(SPI_getbinval(tup, desc, 11, &isnull));
+	cd->aborting = DatumGetBool(SPI_getbinval(tup, desc, 12, &isnull));
+	cd->cancel = DatumGetBool(SPI_getbinval(tup, desc, 13, &isnull));
+	cd->size = DatumGetInt32(SPI_getbinval(tup, desc, 14, &isnull));
+	cd->failed_before = DatumGetBool(SPI_getbinval(tup, desc, 15, &isnull));
+}
 
 /* Cached FmgrInfo of the handlers seen in this batch. */
 typedef struct HandlerInfo
@@ -313,7 +344,11 @@ record_failure(ClaimedDelivery *cd, ErrorData *edata, bool counted, int blocked_
 						   into_saga, cd->saga_id, cd->consumer,
 						   true, cd->event_id);
 	}
-	saga_count(strcmp(status, "dead") == 0 ? SAGA_COUNT_DEAD : SAGA_COUNT_RETRIES, 1);
+	/* a lock conflict is retried, but is not an attempt: not counted */
+	if (strcmp(status, "dead") == 0)
+		saga_count(SAGA_COUNT_DEAD, 1);
+	else if (!transient)
+		saga_count(SAGA_COUNT_RETRIES, 1);
 	if (strcmp(status, "dead") == 0)
 		ereport(WARNING,
 				(errmsg("saga: delivery %lld of event %lld to consumer \"%s\" dead-lettered after %d attempts",
@@ -418,33 +453,7 @@ dispatch(int limit, int64 counted_id)
 	abort_reasons = palloc(sizeof(char *) * Max(result.claimed, 1));
 
 	for (i = 0; i < result.claimed; i++)
-	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		ClaimedDelivery *cd = &claimed[i];
-		bool		isnull;
-		Datum		d;
-
-		cd->delivery_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-		cd->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
-		cd->handler = DatumGetObjectId(SPI_getbinval(tup, desc, 3, &isnull));
-		cd->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 4, &isnull));
-		cd->consumer = TextDatumGetCString(SPI_getbinval(tup, desc, 5, &isnull));
-		cd->event_id = DatumGetInt64(SPI_getbinval(tup, desc, 6, &isnull));
-		cd->saga_id = DatumGetInt64(SPI_getbinval(tup, desc, 7, &isnull));
-		cd->has_saga_id = !isnull;
-		d = SPI_getbinval(tup, desc, 8, &isnull);
-		cd->event = isnull ? (Datum) 0 : PointerGetDatum(PG_DETOAST_DATUM_COPY(d));
-		d = SPI_getbinval(tup, desc, 9, &isnull);
-		cd->on_failure = isnull ? NULL : TextDatumGetCString(d);
-		d = SPI_getbinval(tup, desc, 10, &isnull);
-		cd->payload = isnull ? NULL : DatumGetJsonbPCopy(d);
-		cd->forward = DatumGetBool(SPI_getbinval(tup, desc, 11, &isnull));
-		cd->aborting = DatumGetBool(SPI_getbinval(tup, desc, 12, &isnull));
-		cd->cancel = DatumGetBool(SPI_getbinval(tup, desc, 13, &isnull));
-		cd->size = DatumGetInt32(SPI_getbinval(tup, desc, 14, &isnull));
-		cd->failed_before = DatumGetBool(SPI_getbinval(tup, desc, 15, &isnull));
-	}
+		unpack_claimed(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, &claimed[i]);
 	SPI_freetuptable(SPI_tuptable);
 
 	for (i = 0; i < result.claimed; i++)
@@ -625,32 +634,17 @@ saga_count_next_attempt(void)
 		Datum		args[3];
 		ClaimedDelivery cd;
 		ErrorData	edata;
-		HeapTuple	tup;
-		TupleDesc	desc;
-		Datum		d;
-		bool		isnull;
 
 		args[0] = Int32GetDatum(1);
 		args[1] = Int32GetDatum(SAGA_INLINE_BYTES);
 		args[2] = Int64GetDatum(id);
 		saga_execute(&claim_counted_plan, args, NULL, false, 0);
-		tup = SPI_tuptable->vals[0];
-		desc = SPI_tuptable->tupdesc;
-		memset(&cd, 0, sizeof(cd));
-		cd.delivery_id = id;
+		unpack_claimed(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, &cd);
+		SPI_freetuptable(SPI_tuptable);
 		cd.attempts = attempts;
-		cd.owner = DatumGetObjectId(SPI_getbinval(tup, desc, 4, &isnull));
-		cd.consumer = TextDatumGetCString(SPI_getbinval(tup, desc, 5, &isnull));
-		cd.event_id = DatumGetInt64(SPI_getbinval(tup, desc, 6, &isnull));
-		cd.saga_id = DatumGetInt64(SPI_getbinval(tup, desc, 7, &isnull));
-		cd.has_saga_id = !isnull;
-		d = SPI_getbinval(tup, desc, 9, &isnull);
-		cd.on_failure = isnull ? NULL : TextDatumGetCString(d);
-		if (cd.on_failure != NULL)
-		{
-			SPI_freetuptable(SPI_tuptable);
+		/* its on_failure event carries the payload */
+		if (cd.on_failure != NULL && cd.payload == NULL)
 			load_event(&cd, CurrentMemoryContext);
-		}
 		memset(&edata, 0, sizeof(edata));
 		edata.sqlerrcode = ERRCODE_ADMIN_SHUTDOWN;
 		edata.message = psprintf("its handler did not finish %d times: the worker running it exited",

@@ -340,22 +340,38 @@ check_type_owner(const char *event_type, Oid caller)
 }
 
 /*
+ * The arguments of saga_grant_events() and saga_revoke_events() (event
+ * type, grantee, privilege), checked, as values[0..2] of their plans; the
+ * caller of either must own the event type (or it is unowned).  Returns
+ * the event type, with SPI connected and acting as the tables' owner.
+ */
+static char *
+event_grant_args(FunctionCallInfo fcinfo, Datum *values, bool *publish,
+				 SagaAsOwner *as_owner)
+{
+	char	   *event_type = saga_check_name(fcinfo, 0, "event_type");
+	Oid			grantee = grantee_arg(fcinfo, 1);
+
+	*publish = privilege_arg(fcinfo, 2);
+	saga_spi_connect_as_owner(as_owner);
+	check_type_owner(event_type, as_owner->caller);
+	values[0] = CStringGetTextDatum(event_type);
+	values[1] = ObjectIdGetDatum(grantee);
+	values[2] = CStringGetTextDatum(*publish ? "publish" : "subscribe");
+	return event_type;
+}
+
+/*
  * saga_grant_events(event_type text, grantee text, privilege text)
  */
 Datum
 saga_grant_events(PG_FUNCTION_ARGS)
 {
-	char	   *event_type = saga_check_name(fcinfo, 0, "event_type");
-	Oid			grantee = grantee_arg(fcinfo, 1);
-	bool		publish = privilege_arg(fcinfo, 2);
 	Datum		values[3];
+	bool		publish;
 	SagaAsOwner as_owner;
 
-	saga_spi_connect_as_owner(&as_owner);
-	check_type_owner(event_type, as_owner.caller);
-	values[0] = CStringGetTextDatum(event_type);
-	values[1] = ObjectIdGetDatum(grantee);
-	values[2] = CStringGetTextDatum(publish ? "publish" : "subscribe");
+	(void) event_grant_args(fcinfo, values, &publish, &as_owner);
 	saga_execute(&grant_event_plan, values, NULL, false, 0);
 	saga_spi_finish_as_owner(&as_owner);
 	forget_known_type();
@@ -372,18 +388,12 @@ saga_grant_events(PG_FUNCTION_ARGS)
 Datum
 saga_revoke_events(PG_FUNCTION_ARGS)
 {
-	char	   *event_type = saga_check_name(fcinfo, 0, "event_type");
-	Oid			grantee = grantee_arg(fcinfo, 1);
-	bool		publish = privilege_arg(fcinfo, 2);
 	Datum		values[3];
+	bool		publish;
 	SagaAsOwner as_owner;
+	char	   *event_type = event_grant_args(fcinfo, values, &publish, &as_owner);
 	bool		found;
 
-	saga_spi_connect_as_owner(&as_owner);
-	check_type_owner(event_type, as_owner.caller);
-	values[0] = CStringGetTextDatum(event_type);
-	values[1] = ObjectIdGetDatum(grantee);
-	values[2] = CStringGetTextDatum(publish ? "publish" : "subscribe");
 	saga_execute(&revoke_event_plan, values, NULL, false, 0);
 	found = SPI_processed > 0;
 
@@ -413,21 +423,35 @@ saga_revoke_events(PG_FUNCTION_ARGS)
 	PG_RETURN_BOOL(found);
 }
 
-/* saga_grant_sagas(saga_type text, grantee text) */
-Datum
-saga_grant_sagas(PG_FUNCTION_ARGS)
+/*
+ * Run plan, saga_grant_sagas()'s or saga_revoke_sagas(), on the caller's
+ * sagas of the type in argument 0 for the grantee in argument 1; returns
+ * the rows it wrote.
+ */
+static uint64
+grant_change(FunctionCallInfo fcinfo, SagaPlan *plan)
 {
 	char	   *saga_type = saga_check_name(fcinfo, 0, "saga_type");
 	Oid			grantee = grantee_arg(fcinfo, 1);
 	Datum		values[3];
 	SagaAsOwner as_owner;
+	uint64		n;
 
 	saga_spi_connect_as_owner(&as_owner);
 	values[0] = CStringGetTextDatum(saga_type);
 	values[1] = ObjectIdGetDatum(as_owner.caller);
 	values[2] = ObjectIdGetDatum(grantee);
-	saga_execute(&grant_saga_plan, values, NULL, false, 0);
+	saga_execute(plan, values, NULL, false, 0);
+	n = SPI_processed;
 	saga_spi_finish_as_owner(&as_owner);
+	return n;
+}
+
+/* saga_grant_sagas(saga_type text, grantee text) */
+Datum
+saga_grant_sagas(PG_FUNCTION_ARGS)
+{
+	(void) grant_change(fcinfo, &grant_saga_plan);
 	PG_RETURN_VOID();
 }
 
@@ -435,20 +459,7 @@ saga_grant_sagas(PG_FUNCTION_ARGS)
 Datum
 saga_revoke_sagas(PG_FUNCTION_ARGS)
 {
-	char	   *saga_type = saga_check_name(fcinfo, 0, "saga_type");
-	Oid			grantee = grantee_arg(fcinfo, 1);
-	Datum		values[3];
-	SagaAsOwner as_owner;
-	bool		found;
-
-	saga_spi_connect_as_owner(&as_owner);
-	values[0] = CStringGetTextDatum(saga_type);
-	values[1] = ObjectIdGetDatum(as_owner.caller);
-	values[2] = ObjectIdGetDatum(grantee);
-	saga_execute(&revoke_saga_plan, values, NULL, false, 0);
-	found = SPI_processed > 0;
-	saga_spi_finish_as_owner(&as_owner);
-	PG_RETURN_BOOL(found);
+	PG_RETURN_BOOL(grant_change(fcinfo, &revoke_saga_plan) > 0);
 }
 
 /*

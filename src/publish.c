@@ -55,15 +55,25 @@ PG_FUNCTION_INFO_V1(saga_publish);
 PG_FUNCTION_INFO_V1(saga_subscribe);
 PG_FUNCTION_INFO_V1(saga_unsubscribe);
 
-static SagaPlan publish_plan = {
-	"WITH e AS ("
-	"  INSERT INTO saga.event (event_type, saga_id, payload, publisher, caused_by)"
-	"  VALUES ($1, $2, $3, $4, $5)"
-	"  RETURNING id),"
-	" d AS ("
-	"  INSERT INTO saga.delivery (event_id, subscription_id)"
-	"  SELECT e.id, s.id FROM e, saga.subscription s"
+/*
+ * Publish: the event, and a delivery for each subscription to it.  The
+ * head and tail are shared with the plan for a database still at 1.1.
+ */
+#define PUBLISH_HEAD \
+	"WITH e AS (" \
+	"  INSERT INTO saga.event (event_type, saga_id, payload, publisher, caused_by)" \
+	"  VALUES ($1, $2, $3, $4, $5)" \
+	"  RETURNING id)," \
+	" d AS (" \
+	"  INSERT INTO saga.delivery (event_id, subscription_id)" \
+	"  SELECT e.id, s.id FROM e, saga.subscription s" \
 	"   WHERE s.event_type = $1"
+#define PUBLISH_TAIL \
+	"   ORDER BY s.id)" \
+	"SELECT id FROM e"
+
+static SagaPlan publish_plan = {
+	PUBLISH_HEAD
 	"     AND (s.saga_type IS NULL OR"
 	"          s.saga_type = (SELECT i.saga_type FROM saga.instance i WHERE i.id = $2))"
 	"     AND ($1 <> 'SagaAborted' OR"
@@ -74,23 +84,14 @@ static SagaPlan publish_plan = {
 	"                                   WHERE g.saga_type = i.saga_type AND g.owner = i.owner"
 	"                                     AND (g.grantee = 0 OR"
 	"                                          pg_has_role(s.owner::oid, g.grantee::oid, 'USAGE'))))))"
-	"   ORDER BY s.id)"
-	"SELECT id FROM e",
+	PUBLISH_TAIL,
 	5, {TEXTOID, INT8OID, JSONBOID, TEXTOID, INT8OID}
 };
 
 /* The same before 1.2, whose subscriptions are for every saga type. */
 static SagaPlan publish_plan_1_1 = {
-	"WITH e AS ("
-	"  INSERT INTO saga.event (event_type, saga_id, payload, publisher, caused_by)"
-	"  VALUES ($1, $2, $3, $4, $5)"
-	"  RETURNING id),"
-	" d AS ("
-	"  INSERT INTO saga.delivery (event_id, subscription_id)"
-	"  SELECT e.id, s.id FROM e, saga.subscription s"
-	"   WHERE s.event_type = $1"
-	"   ORDER BY s.id)"
-	"SELECT id FROM e",
+	PUBLISH_HEAD
+	PUBLISH_TAIL,
 	5, {TEXTOID, INT8OID, JSONBOID, TEXTOID, INT8OID}
 };
 

@@ -33,74 +33,75 @@
 
 PG_FUNCTION_INFO_V1(saga_purge);
 
-static SagaPlan purge_sagas_plan = {
-	"WITH old AS ("
-	"  SELECT i.id FROM saga.instance i"
-	"   WHERE i.status <> 'pending' AND i.purged_at IS NULL"
-	"     AND i.finished_at < now() - $1 * interval '1 millisecond'"
-	"     AND NOT EXISTS (SELECT FROM saga.event e"
-	"                       JOIN saga.delivery d ON d.event_id = e.id"
-	"                      WHERE e.saga_id = i.id AND d.status = 'pending')"
-	"   ORDER BY i.finished_at"
-	"   LIMIT $2"
-	"     FOR UPDATE SKIP LOCKED),"
-	" ev AS (DELETE FROM saga.event e USING old WHERE e.saga_id = old.id RETURNING e.id),"
+/*
+ * The ended sagas older than $1 ms, at most $2 of them, and what is left
+ * of them: their events, deliveries and step runs are deleted, the
+ * instance is kept, marked purged.  Written in two parts, so that the
+ * plan for a database still at 1.1 (which keeps no delivery failures) is
+ * the same but for delivery_failure.
+ */
+#define PURGE_SAGAS_HEAD \
+	"WITH old AS (" \
+	"  SELECT i.id FROM saga.instance i" \
+	"   WHERE i.status <> 'pending' AND i.purged_at IS NULL" \
+	"     AND i.finished_at < now() - $1 * interval '1 millisecond'" \
+	"     AND NOT EXISTS (SELECT FROM saga.event e" \
+	"                       JOIN saga.delivery d ON d.event_id = e.id" \
+	"                      WHERE e.saga_id = i.id AND d.status = 'pending')" \
+	"   ORDER BY i.finished_at" \
+	"   LIMIT $2" \
+	"     FOR UPDATE SKIP LOCKED)," \
+	" ev AS (DELETE FROM saga.event e USING old WHERE e.saga_id = old.id RETURNING e.id)," \
 	" dl AS (DELETE FROM saga.delivery d USING ev WHERE d.event_id = ev.id),"
+#define PURGE_SAGAS_TAIL \
+	" sr AS (DELETE FROM saga.step_run r USING old WHERE r.saga_id = old.id)" \
+	" UPDATE saga.instance i SET purged_at = clock_timestamp()" \
+	"   FROM old WHERE i.id = old.id"
+
+static SagaPlan purge_sagas_plan = {
+	PURGE_SAGAS_HEAD
 	" df AS (DELETE FROM saga.delivery_failure f USING old WHERE f.saga_id = old.id),"
-	" sr AS (DELETE FROM saga.step_run r USING old WHERE r.saga_id = old.id)"
-	" UPDATE saga.instance i SET purged_at = clock_timestamp()"
-	"   FROM old WHERE i.id = old.id",
+	PURGE_SAGAS_TAIL,
 	2, {FLOAT8OID, INT4OID}, NULL, true
 };
+
+/* The same before 1.2. */
+static SagaPlan purge_sagas_plan_1_1 = {
+	PURGE_SAGAS_HEAD
+	PURGE_SAGAS_TAIL,
+	2, {FLOAT8OID, INT4OID}, NULL, true
+};
+
+/*
+ * Events of no saga older than $1 ms, at most $2 of them, with their
+ * deliveries (and, from 1.2, their deliveries' failures).
+ */
+#define PURGE_LOOSE_HEAD \
+	"WITH old AS (" \
+	"  SELECT e.id FROM saga.event e" \
+	"   WHERE e.saga_id IS NULL" \
+	"     AND e.published_at < now() - $1 * interval '1 millisecond'" \
+	"     AND NOT EXISTS (SELECT FROM saga.delivery d" \
+	"                      WHERE d.event_id = e.id AND d.status = 'pending')" \
+	"   ORDER BY e.id" \
+	"   LIMIT $2" \
+	"     FOR UPDATE SKIP LOCKED),"
+#define PURGE_LOOSE_TAIL \
+	" DELETE FROM saga.event e USING old WHERE e.id = old.id"
 
 static SagaPlan purge_loose_events_plan = {
-	"WITH old AS ("
-	"  SELECT e.id FROM saga.event e"
-	"   WHERE e.saga_id IS NULL"
-	"     AND e.published_at < now() - $1 * interval '1 millisecond'"
-	"     AND NOT EXISTS (SELECT FROM saga.delivery d"
-	"                      WHERE d.event_id = e.id AND d.status = 'pending')"
-	"   ORDER BY e.id"
-	"   LIMIT $2"
-	"     FOR UPDATE SKIP LOCKED),"
+	PURGE_LOOSE_HEAD
 	" dl AS (DELETE FROM saga.delivery d USING old WHERE d.event_id = old.id RETURNING d.id),"
 	" df AS (DELETE FROM saga.delivery_failure f USING dl WHERE f.delivery_id = dl.id)"
-	" DELETE FROM saga.event e USING old WHERE e.id = old.id",
+	PURGE_LOOSE_TAIL,
 	2, {FLOAT8OID, INT4OID}, NULL, true
 };
 
-/* The same two before 1.2, which keeps no delivery failures. */
-static SagaPlan purge_sagas_plan_1_1 = {
-	"WITH old AS ("
-	"  SELECT i.id FROM saga.instance i"
-	"   WHERE i.status <> 'pending' AND i.purged_at IS NULL"
-	"     AND i.finished_at < now() - $1 * interval '1 millisecond'"
-	"     AND NOT EXISTS (SELECT FROM saga.event e"
-	"                       JOIN saga.delivery d ON d.event_id = e.id"
-	"                      WHERE e.saga_id = i.id AND d.status = 'pending')"
-	"   ORDER BY i.finished_at"
-	"   LIMIT $2"
-	"     FOR UPDATE SKIP LOCKED),"
-	" ev AS (DELETE FROM saga.event e USING old WHERE e.saga_id = old.id RETURNING e.id),"
-	" dl AS (DELETE FROM saga.delivery d USING ev WHERE d.event_id = ev.id),"
-	" sr AS (DELETE FROM saga.step_run r USING old WHERE r.saga_id = old.id)"
-	" UPDATE saga.instance i SET purged_at = clock_timestamp()"
-	"   FROM old WHERE i.id = old.id",
-	2, {FLOAT8OID, INT4OID}, NULL, true
-};
-
+/* The same before 1.2. */
 static SagaPlan purge_loose_events_plan_1_1 = {
-	"WITH old AS ("
-	"  SELECT e.id FROM saga.event e"
-	"   WHERE e.saga_id IS NULL"
-	"     AND e.published_at < now() - $1 * interval '1 millisecond'"
-	"     AND NOT EXISTS (SELECT FROM saga.delivery d"
-	"                      WHERE d.event_id = e.id AND d.status = 'pending')"
-	"   ORDER BY e.id"
-	"   LIMIT $2"
-	"     FOR UPDATE SKIP LOCKED),"
+	PURGE_LOOSE_HEAD
 	" dl AS (DELETE FROM saga.delivery d USING old WHERE d.event_id = old.id)"
-	" DELETE FROM saga.event e USING old WHERE e.id = old.id",
+	PURGE_LOOSE_TAIL,
 	2, {FLOAT8OID, INT4OID}, NULL, true
 };
 

@@ -66,36 +66,50 @@
 #include "wakeup.h"
 
 
-static SagaPlan claim_plan = {
-	"SELECT i.id, i.saga_type, i.definition_version, i.step, i.phase, i.data,"
-	"       i.attempts, i.reason, d.steps, d.owner::oid, i.deadline,"
-	"       i.aborted_at IS NOT NULL, i.last_error IS NOT NULL"
-	"  FROM saga.instance i"
-	"  JOIN saga.definition d"
+/*
+ * What a claim reads of a saga (unpack_claimed() takes it apart), and
+ * which sagas are due: pending, going forward or compensating, their next
+ * attempt's time come, their step's service not paused.
+ */
+#define CLAIM_SELECT \
+	"SELECT i.id, i.saga_type, i.definition_version, i.step, i.phase, i.data," \
+	"       i.attempts, i.reason, d.steps, d.owner::oid, i.deadline," \
+	"       i.aborted_at IS NOT NULL, i.last_error IS NOT NULL" \
+	"  FROM saga.instance i" \
+	"  JOIN saga.definition d" \
 	"    ON d.name = i.saga_type AND d.version = i.definition_version"
-	"  JOIN saga.definition_step ds"
-	"    ON ds.definition = i.saga_type AND ds.version = i.definition_version"
+#define DUE_JOIN \
+	"  JOIN saga.definition_step ds" \
+	"    ON ds.definition = i.saga_type AND ds.version = i.definition_version" \
 	"   AND ds.step_no = i.step"
-	" WHERE i.status = 'pending' AND i.phase IN ('forward', 'compensating')"
-	"   AND i.next_attempt_at <= now()"
-	"   AND NOT EXISTS (SELECT FROM saga.paused_consumer p"
-	"                    WHERE p.consumer = ds.service)"
+#define DUE_WHERE \
+	" WHERE i.status = 'pending' AND i.phase IN ('forward', 'compensating')" \
+	"   AND i.next_attempt_at <= now()" \
+	"   AND NOT EXISTS (SELECT FROM saga.paused_consumer p" \
+	"                    WHERE p.consumer = ds.service)" \
 	" ORDER BY i.id"
+
+static SagaPlan claim_plan = {
+	CLAIM_SELECT
+	DUE_JOIN
+	DUE_WHERE
 	" LIMIT $1"
 	"   FOR UPDATE OF i SKIP LOCKED",
 	1, {INT4OID}, NULL, true
 };
 
-/* The saga whose next attempt careful mode has counted (and leased) already. */
+/*
+ * The saga whose next attempt careful mode has counted (and leased)
+ * already.  It waits for the row rather than skip it, as the dispatcher's
+ * does: the other worker's look for the saga due next may have locked it
+ * in passing (a row locked by SELECT ... FOR UPDATE stays locked even when
+ * its new version no longer qualifies), and a skipped saga would keep the
+ * attempt counted without its step having run.
+ */
 static SagaPlan claim_counted_plan = {
-	"SELECT i.id, i.saga_type, i.definition_version, i.step, i.phase, i.data,"
-	"       i.attempts, i.reason, d.steps, d.owner::oid, i.deadline,"
-	"       i.aborted_at IS NOT NULL, i.last_error IS NOT NULL"
-	"  FROM saga.instance i"
-	"  JOIN saga.definition d"
-	"    ON d.name = i.saga_type AND d.version = i.definition_version"
+	CLAIM_SELECT
 	" WHERE i.id = $1 AND i.status = 'pending' AND i.phase IN ('forward', 'compensating')"
-	"   FOR UPDATE OF i SKIP LOCKED",
+	"   FOR UPDATE OF i",
 	1, {INT8OID}, NULL, true
 };
 
@@ -103,14 +117,8 @@ static SagaPlan claim_counted_plan = {
 static SagaPlan next_due_plan = {
 	"SELECT i.id, i.attempts"
 	"  FROM saga.instance i"
-	"  JOIN saga.definition_step ds"
-	"    ON ds.definition = i.saga_type AND ds.version = i.definition_version"
-	"   AND ds.step_no = i.step"
-	" WHERE i.status = 'pending' AND i.phase IN ('forward', 'compensating')"
-	"   AND i.next_attempt_at <= now()"
-	"   AND NOT EXISTS (SELECT FROM saga.paused_consumer p"
-	"                    WHERE p.consumer = ds.service)"
-	" ORDER BY i.id"
+	DUE_JOIN
+	DUE_WHERE
 	" LIMIT 1"
 	"   FOR UPDATE OF i SKIP LOCKED",
 	0, {InvalidOid}, NULL, true
@@ -138,25 +146,26 @@ static SagaPlan step_plan = {
  * The saga moved on: new data, step and phase, maybe finished; no longer
  * blocked, if its step was.
  */
-static SagaPlan advance_plan = {
-	"UPDATE saga.instance"
-	"   SET data = $2, step = $3, phase = $4, status = $5, reason = $6,"
+#define ADVANCE_HEAD \
+	"UPDATE saga.instance" \
+	"   SET data = $2, step = $3, phase = $4, status = $5, reason = $6," \
 	"       attempts = 0, last_error = NULL, next_attempt_at = now(),"
+#define ADVANCE_TAIL \
+	"       finished_at = CASE WHEN $5 = 'pending' THEN NULL ELSE clock_timestamp() END," \
+	"       finish_seq = CASE WHEN $5 = 'pending' THEN NULL ELSE nextval('saga.trace_seq') END" \
+	" WHERE id = $1"
+
+static SagaPlan advance_plan = {
+	ADVANCE_HEAD
 	"       blocked_since = NULL, blocked_by = NULL,"
-	"       finished_at = CASE WHEN $5 = 'pending' THEN NULL ELSE clock_timestamp() END,"
-	"       finish_seq = CASE WHEN $5 = 'pending' THEN NULL ELSE nextval('saga.trace_seq') END"
-	" WHERE id = $1",
+	ADVANCE_TAIL,
 	6, {INT8OID, JSONBOID, INT4OID, TEXTOID, TEXTOID, TEXTOID}
 };
 
 /* The same before 1.2, which notes no blocked steps. */
 static SagaPlan advance_plan_1_1 = {
-	"UPDATE saga.instance"
-	"   SET data = $2, step = $3, phase = $4, status = $5, reason = $6,"
-	"       attempts = 0, last_error = NULL, next_attempt_at = now(),"
-	"       finished_at = CASE WHEN $5 = 'pending' THEN NULL ELSE clock_timestamp() END,"
-	"       finish_seq = CASE WHEN $5 = 'pending' THEN NULL ELSE nextval('saga.trace_seq') END"
-	" WHERE id = $1",
+	ADVANCE_HEAD
+	ADVANCE_TAIL,
 	6, {INT8OID, JSONBOID, INT4OID, TEXTOID, TEXTOID, TEXTOID}
 };
 
@@ -232,23 +241,13 @@ typedef struct ClaimedSaga
 	int			steps_run;		/* steps run on it in this batch */
 } ClaimedSaga;
 
-typedef struct StepDef
-{
-	char	   *name;
-	char	   *service;
-	Oid			action;
-	Oid			compensation;
-	char	   *request;
-	char	   *compensation_request;
-	bool		paused;			/* its service is paused */
-} StepDef;
 
 /*
  * Read step step_no of the saga's definition version into *def; false if
  * there is no such step.
  */
 static bool
-load_step(ClaimedSaga *cs, int step_no, StepDef *def)
+load_step(ClaimedSaga *cs, int step_no, SagaStepDef *def)
 {
 	Datum		values[3];
 	HeapTuple	tup;
@@ -322,7 +321,7 @@ render_label(const char *tmpl, Jsonb *data)
  * attempts.
  */
 static void
-record_step_run(ClaimedSaga *cs, int step_no, StepDef *def, bool compensation,
+record_step_run(ClaimedSaga *cs, int step_no, SagaStepDef *def, bool compensation,
 				const char *outcome, const char *request, const char *detail,
 				int64 request_seq, TimestampTz started_at)
 {
@@ -396,7 +395,7 @@ advance(ClaimedSaga *cs, Jsonb *data, int step, const char *phase,
 static void
 start_compensating(ClaimedSaga *cs, Jsonb *data, int step_no, const char *reason)
 {
-	StepDef		def;
+	SagaStepDef def;
 	int			s;
 
 	for (s = step_no - 1; s >= 0; s--)
@@ -450,7 +449,7 @@ merge_data(Jsonb *data, Datum result, bool isnull, Oid rettype)
 
 /* A compensation failed saga.max_attempts times: a person must look at it. */
 static void
-warn_stuck(ClaimedSaga *cs, StepDef *def, const char *msg)
+warn_stuck(ClaimedSaga *cs, SagaStepDef *def, const char *msg)
 {
 	ereport(WARNING,
 			(errmsg("saga %lld is stuck: compensation \"%s\" failed %d times",
@@ -505,7 +504,7 @@ typedef enum StepOutcome
 static StepOutcome
 run_one_step(ClaimedSaga *cs, MemoryContext cxt, bool *transient_out)
 {
-	StepDef		def;
+	SagaStepDef def;
 	bool		compensation = cs->compensating;
 	int64		request_seq;
 	TimestampTz started_at;
@@ -611,7 +610,11 @@ run_one_step(ClaimedSaga *cs, MemoryContext cxt, bool *transient_out)
 						saga_retry_delay_ms(cs->attempts + 1, edata->sqlerrcode),
 						count, transient, blocked_by);
 			*transient_out = transient;
-			saga_count(compensation && exhausted ? SAGA_COUNT_DEAD : SAGA_COUNT_RETRIES, 1);
+			/* a lock conflict is retried, but is not an attempt: not counted */
+			if (compensation && exhausted)
+				saga_count(SAGA_COUNT_DEAD, 1);
+			else if (!transient)
+				saga_count(SAGA_COUNT_RETRIES, 1);
 			if (compensation && exhausted)
 				warn_stuck(cs, &def, msg);
 			outcome = STEP_FAILED;
@@ -834,7 +837,7 @@ saga_count_next_step(void)
 	if (attempts >= saga_max_attempts)
 	{
 		ClaimedSaga cs;
-		StepDef		def;
+		SagaStepDef def;
 		char	   *msg;
 		Datum		arg = Int64GetDatum(id);
 

@@ -10,6 +10,21 @@
 
 #include "saga.h"
 
+/*
+ * A step of a definition: what saga_define() (definition.c) stores and
+ * the step runner reads back, with whether its service is paused now.
+ */
+typedef struct SagaStepDef
+{
+	char	   *name;
+	char	   *service;
+	Oid			action;
+	Oid			compensation;
+	char	   *request;
+	char	   *compensation_request;
+	bool		paused;			/* its service is paused (the step runner) */
+} SagaStepDef;
+
 /* Claim up to limit sagas due for a step and run each as far as it goes. */
 extern SagaBatchResult saga_run_steps(int limit);
 

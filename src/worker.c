@@ -121,7 +121,7 @@ worker_note_progress(SagaBatchResult r)
 {
 	MySagaWorker->deliveries += r.done;
 	MySagaWorker->batches++;
-	MySagaWorker->failures += r.failed;
+	MySagaWorker->failures += r.failed - r.transient;	/* lock waits are not failures */
 	MySagaWorker->last_active = GetCurrentTimestamp();
 	if (MySagaDatabase->failures > 0 && r.done > 0)
 	{

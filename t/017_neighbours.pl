@@ -184,6 +184,10 @@ my $alice = sql("SELECT string_agg(saga_place_order('alice', 'widget', 1, 1.00):
 my $alice_steps = sql("SELECT string_agg(saga_place_order('alice', 'widget', 1, 1.00, "
 	  . "'orchestration')::text, ',') FROM generate_series(1, 5)");
 my $bob = sql("SELECT saga_place_order('bob', 'widget', 1, 1.00)");
+# lock waits are neither retries nor failures in the counters
+my $counted = "SELECT (SELECT retries FROM saga_stats) || '/' || "
+  . "(SELECT sum(failures) FROM saga_workers WHERE database = 'postgres')";
+my $counted_before = sql($counted);
 $t0 = time;
 is(sql("SELECT saga_await($bob, '10 s')"), 'completed',
 	"bob's order completes while alice's account is locked by another session");
@@ -202,7 +206,7 @@ ok( $node->poll_query_until('postgres',
 	"saga_stuck names the holder's pid as alice's deliveries' blocking_pid");
 like( sql("SELECT remedy FROM saga_stuck WHERE problem = 'waiting for a lock' "
 		  . "AND saga_id IN ($alice) LIMIT 1"),
-	qr/^pid $holder_pid \(see pg_stat_activity\) has held a lock its handler needs since /,
+	qr/^pid $holder_pid \(see pg_stat_activity\) holds a lock its handler needs \(waiting since /,
 	'and its remedy names it');
 is( sql("SELECT count(*) > 0 FROM saga_my_stuck WHERE blocking_pid = $holder_pid "
 		  . "AND saga_id IN ($alice)"),
@@ -215,10 +219,14 @@ ok( $node->poll_query_until('postgres',
 	"saga_stuck shows alice's orchestrated steps waiting for the holder's lock");
 like( sql("SELECT remedy FROM saga_stuck WHERE problem = 'waiting for a lock' "
 		  . "AND saga_id IN ($alice_steps) LIMIT 1"),
-	qr/^pid $holder_pid \(see pg_stat_activity\) has held a lock its step needs since /,
+	qr/^pid $holder_pid \(see pg_stat_activity\) holds a lock its step needs \(waiting since /,
 	'and its remedy names the pid');
 is(sql("SELECT count(*) FROM saga.instance WHERE id IN ($alice_steps) AND attempts > 0"),
-	'0', 'waiting for a lock is not an attempt of a step');
+	'0', 'waiting for a lock is not an attempt of a step')
+  or diag(sql("SELECT id, phase, step, attempts, last_error, next_attempt_at, now() "
+		  . "FROM saga.instance WHERE id IN ($alice_steps)"));
+is(sql($counted), $counted_before,
+	'saga_stats.retries and saga_workers.failures did not count the lock waits');
 $holder->query_safe('COMMIT');
 $holder->quit;
 ok( $node->poll_query_until('postgres',

@@ -131,8 +131,9 @@ SELECT pg_extension_config_dump('saga.trace_client', 'WHERE NOT builtin');
 
 /*
  * The trace shows failed attempts: a step's as its request and a 500
- * answer naming the attempt and the error, a delivery's as an arrow from
- * the broker naming the attempt (or the dead letter) and the error.  Its
+ * answer naming the attempt and the error (and, for the last, that the
+ * step was given up), a delivery's as an arrow from the broker naming the
+ * attempt (or the dead letter) and the error.  Its
  * client's labels come from saga.trace_client.
  */
 CREATE OR REPLACE FUNCTION saga_trace(saga_id bigint)
@@ -179,7 +180,9 @@ AS $$
                                   WHEN 'rejected' THEN '400 Bad Request'
                                   WHEN 'retry' THEN '500 Internal Server Error (attempt '
                                                     || r.attempt || ' failed: ' || r.detail || ')'
-                                  ELSE '500 Internal Server Error' END,
+                                  ELSE '500 Internal Server Error'
+                                       || coalesce(' (attempt ' || r.attempt || ' failed, given up: '
+                                                   || r.detail || ')', '') END,
                    r.finished_at
               FROM saga.step_run r
               JOIN saga.instance i ON i.id = r.saga_id
@@ -616,10 +619,10 @@ CREATE OR REPLACE VIEW saga_stuck AS
     SELECT 'waiting for a lock', e.saga_id, d.id, s.consumer || ' <- ' || e.event_type, d.attempts,
            d.last_error,
            CASE WHEN d.blocked_by IS NOT NULL
-                THEN 'pid ' || d.blocked_by || ' (see pg_stat_activity) has held a lock its handler needs since '
-                     || d.blocked_since || ': end that transaction, or wait for it'
-                ELSE 'another session has held a lock its handler needs since ' || d.blocked_since
-                     || '; the worker did not see which (a deadlock, a serialization failure or NOWAIT does not wait)'
+                THEN 'pid ' || d.blocked_by || ' (see pg_stat_activity) holds a lock its handler needs'
+                     || ' (waiting since ' || d.blocked_since || '): end that transaction, or wait for it'
+                ELSE 'another session holds a lock its handler needs (waiting since ' || d.blocked_since
+                     || '); the worker did not see which (a deadlock, a serialization failure or NOWAIT does not wait)'
                      || ': find it with pg_blocking_pids() of the saga worker while it waits, or in pg_locks' END,
            d.blocked_by
       FROM saga.delivery d
@@ -630,10 +633,10 @@ CREATE OR REPLACE VIEW saga_stuck AS
     SELECT 'waiting for a lock', i.id, NULL, i.saga_type || ' step ' || coalesce(ds.name, i.step::text),
            i.attempts, i.last_error,
            CASE WHEN i.blocked_by IS NOT NULL
-                THEN 'pid ' || i.blocked_by || ' (see pg_stat_activity) has held a lock its step needs since '
-                     || i.blocked_since || ': end that transaction, or wait for it'
-                ELSE 'another session has held a lock its step needs since ' || i.blocked_since
-                     || '; the worker did not see which (a deadlock, a serialization failure or NOWAIT does not wait)'
+                THEN 'pid ' || i.blocked_by || ' (see pg_stat_activity) holds a lock its step needs'
+                     || ' (waiting since ' || i.blocked_since || '): end that transaction, or wait for it'
+                ELSE 'another session holds a lock its step needs (waiting since ' || i.blocked_since
+                     || '); the worker did not see which (a deadlock, a serialization failure or NOWAIT does not wait)'
                      || ': find it with pg_blocking_pids() of the saga worker while it waits, or in pg_locks' END,
            i.blocked_by
       FROM saga.instance i
