@@ -53,7 +53,7 @@ static SagaPlan expired_plan = {
 	" WHERE status = 'pending' AND aborted_at IS NULL AND deadline <= now()"
 	" ORDER BY deadline, id"
 	" LIMIT $1",
-	1, {INT4OID}, NULL, true
+	1, {INT4OID}
 };
 
 static SagaPlan cancel_forward_plan = {

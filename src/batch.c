@@ -88,7 +88,7 @@ saga_batch_run_rounds(int limit, int time_ms)
 			s = saga_run_steps(room - d.claimed);
 		add_result(&r, d);
 		add_result(&r, s);
-		if (d.published + s.published == 0 || r.transient > 0 ||
+		if ((d.published + s.published == 0 && !d.full) || r.transient > 0 ||
 			r.claimed >= limit || saga_batch_out_of_time())
 			break;
 		CHECK_FOR_INTERRUPTS();

@@ -83,11 +83,38 @@ typedef struct ClaimedDelivery
 	bool		failed_before;	/* it has a last error: it may be blocked */
 } ClaimedDelivery;
 
+/*
+ * How many deliveries the next claim locks (0: saga.batch_size).  A batch
+ * ends when saga.batch_time is up (batch.c), and the deliveries it claimed
+ * but had no time for were locked for nothing: each lock is a WAL record
+ * (in a burst of orders, 15 per order, most of them for deliveries left
+ * over), and the other worker passes over them.  So a claim asks for
+ * about what the last batch could handle: after one that ran out of time,
+ * a quarter more than it handled; after one that handled all it claimed,
+ * twice as many, up to saga.batch_size.
+ */
+static int	claim_size = 0;
+
+/* Note what a claim of asked deliveries came to: handled of claimed. */
+static void
+adapt_claim_size(int asked, int claimed, int handled)
+{
+	if (handled < claimed && saga_batch_out_of_time())
+		claim_size = Max(handled + handled / 4, 4);
+	else if (handled == claimed && claimed == asked)
+		claim_size = Min(asked * 2, saga_batch_size);
+}
+
 /* Events up to this size (stored) come with the claim; larger ones later. */
 #define SAGA_INLINE_BYTES	(64 * 1024)
 
-/* What a claim reads of each delivery, and from where. */
-#define CLAIM_SELECT \
+/*
+ * What a claim reads of each delivery, and from where.  CLAIM_COLUMNS
+ * reads the delivery's own columns from "d", which is the table itself for
+ * the claim of one counted delivery and, for claim_plan, the rows its
+ * first part locked.
+ */
+#define CLAIM_COLUMNS \
 	"SELECT d.id, d.attempts, s.handler::oid, s.owner::oid, s.consumer," \
 	"       e.id, e.saga_id," \
 	"       CASE WHEN pg_column_size(e.payload) <= $2 THEN e END," \
@@ -98,28 +125,52 @@ typedef struct ClaimedDelivery
 	"       coalesce(s.forward AND e.event_type <> 'SagaAborted' AND" \
 	"                (i.aborted_at IS NOT NULL OR" \
 	"                 (i.status <> 'pending' AND e.seq > i.finish_seq)), false)," \
-	"       pg_column_size(e.payload), d.last_error IS NOT NULL" \
-	"  FROM saga.delivery d" \
+	"       pg_column_size(e.payload), d.failed_before"
+#define CLAIM_JOINS \
 	"  JOIN saga.subscription s ON s.id = d.subscription_id" \
 	"  JOIN saga.event e ON e.id = d.event_id" \
 	"  LEFT JOIN saga.instance i ON i.id = e.saga_id"
 
+/*
+ * The claim: the oldest due deliveries of consumers not paused, locked,
+ * then what their handlers need.  It locks first, on the delivery table
+ * alone, and joins afterwards: rows that SKIP LOCKED passes over (the
+ * other worker's) are not joined for nothing, and the lock is taken in
+ * the order of the pending index, whatever the statistics say about the
+ * tables around it.  The paused consumers' subscriptions are looked up
+ * once per claim.  The locked rows' own columns come from the lock (a
+ * row updated since the statement's snapshot is read as locked).
+ */
 static SagaPlan claim_plan = {
-	CLAIM_SELECT
-	" WHERE d.status = 'pending' AND d.next_attempt_at <= now()"
-	"   AND NOT EXISTS (SELECT FROM saga.paused_consumer p"
-	"                    WHERE p.consumer = s.consumer)"
-	" ORDER BY d.id"
-	" LIMIT $1"
-	"   FOR UPDATE OF d SKIP LOCKED",
-	2, {INT4OID, INT4OID}, NULL, true
+	"WITH d AS ("
+	"  SELECT d.id, d.attempts, d.event_id, d.subscription_id,"
+	"         d.last_error IS NOT NULL AS failed_before"
+	"    FROM saga.delivery d"
+	"   WHERE d.status = 'pending' AND d.next_attempt_at <= now()"
+	"     AND d.subscription_id <> ALL (ARRAY(SELECT s.id FROM saga.subscription s"
+	"                                           JOIN saga.paused_consumer p"
+	"                                             ON p.consumer = s.consumer))"
+	"   ORDER BY d.id"
+	"   LIMIT $1"
+	"     FOR UPDATE SKIP LOCKED) "
+	CLAIM_COLUMNS
+	"  FROM d"
+	CLAIM_JOINS
+	" ORDER BY d.id",
+	2, {INT4OID, INT4OID}
 };
 
 /* One delivery whose attempt has been counted already (careful mode). */
 static SagaPlan claim_counted_plan = {
-	CLAIM_SELECT
-	" WHERE d.id = $3 AND d.status = 'pending' AND $1 > 0"
-	"   FOR UPDATE OF d",
+	"WITH d AS ("
+	"  SELECT d.id, d.attempts, d.event_id, d.subscription_id,"
+	"         d.last_error IS NOT NULL AS failed_before"
+	"    FROM saga.delivery d"
+	"   WHERE d.id = $3 AND d.status = 'pending' AND $1 > 0"
+	"     FOR UPDATE) "
+	CLAIM_COLUMNS
+	"  FROM d"
+	CLAIM_JOINS,
 	3, {INT4OID, INT4OID, INT8OID}
 };
 
@@ -136,7 +187,7 @@ static SagaPlan next_due_plan = {
 	" ORDER BY d.id"
 	" LIMIT 1"
 	"   FOR UPDATE OF d SKIP LOCKED",
-	0, {InvalidOid}, NULL, true
+	0, {InvalidOid}
 };
 
 static SagaPlan count_attempt_plan = {
@@ -176,14 +227,14 @@ static SagaPlan cancel_plan = {
 static SagaPlan done_plan = {
 	DONE_HEAD ", blocked_since = NULL, blocked_by = NULL"
 	DONE_TAIL,
-	4, {INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, INT4OID}, NULL, true
+	4, {INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, INT4OID}
 };
 
 /* The same before 1.2, which notes no blocked deliveries. */
 static SagaPlan done_plan_1_1 = {
 	DONE_HEAD
 	DONE_TAIL,
-	4, {INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, INT4OID}, NULL, true
+	4, {INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, INT4OID}
 };
 
 /*
@@ -417,6 +468,7 @@ dispatch(int limit, int64 counted_id)
 	Oid			seq_oid;
 	Datum		args[3];
 	int			i;
+	volatile int asked = limit;	/* read after PG_TRY: volatile */
 
 	if (saga_current_delivery != NULL || saga_in_user_function())
 		ereport(ERROR,
@@ -434,11 +486,12 @@ dispatch(int limit, int64 counted_id)
 
 	seq_oid = get_relname_relid("trace_seq", get_namespace_oid(SAGA_SCHEMA, false));
 
-	args[0] = Int32GetDatum(limit);
+	args[0] = Int32GetDatum(asked);
 	args[1] = Int32GetDatum(SAGA_INLINE_BYTES);
 	args[2] = Int64GetDatum(counted_id);
 	saga_execute(counted_id != 0 ? &claim_counted_plan : &claim_plan, args, NULL, false, 0);
 	result.claimed = (int) SPI_processed;
+	result.full = result.claimed == asked;
 	if (result.claimed > 0)
 		saga_worker_found_work();	/* a worker is busy from now on */
 
@@ -557,6 +610,8 @@ dispatch(int limit, int64 counted_id)
 		if ((result.transient > 0 && result.done > 0) || saga_batch_out_of_time())
 			break;
 	}
+	if (counted_id == 0)
+		adapt_claim_size(asked, result.claimed, result.done + result.failed + ncancel);
 
 	MemoryContextSwitchTo(batch_cxt);
 	MemoryContextReset(item_cxt);
@@ -602,7 +657,8 @@ dispatch(int limit, int64 counted_id)
 SagaBatchResult
 saga_dispatch_batch(int limit)
 {
-	return dispatch(limit, 0);
+	/* what the last batches could handle, at most */
+	return dispatch(claim_size > 0 ? Min(limit, claim_size) : limit, 0);
 }
 
 /*

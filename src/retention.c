@@ -62,14 +62,14 @@ static SagaPlan purge_sagas_plan = {
 	PURGE_SAGAS_HEAD
 	" df AS (DELETE FROM saga.delivery_failure f USING old WHERE f.saga_id = old.id),"
 	PURGE_SAGAS_TAIL,
-	2, {FLOAT8OID, INT4OID}, NULL, true
+	2, {FLOAT8OID, INT4OID}
 };
 
 /* The same before 1.2. */
 static SagaPlan purge_sagas_plan_1_1 = {
 	PURGE_SAGAS_HEAD
 	PURGE_SAGAS_TAIL,
-	2, {FLOAT8OID, INT4OID}, NULL, true
+	2, {FLOAT8OID, INT4OID}
 };
 
 /*
@@ -94,7 +94,7 @@ static SagaPlan purge_loose_events_plan = {
 	" dl AS (DELETE FROM saga.delivery d USING old WHERE d.event_id = old.id RETURNING d.id),"
 	" df AS (DELETE FROM saga.delivery_failure f USING dl WHERE f.delivery_id = dl.id)"
 	PURGE_LOOSE_TAIL,
-	2, {FLOAT8OID, INT4OID}, NULL, true
+	2, {FLOAT8OID, INT4OID}
 };
 
 /* The same before 1.2. */
@@ -102,7 +102,7 @@ static SagaPlan purge_loose_events_plan_1_1 = {
 	PURGE_LOOSE_HEAD
 	" dl AS (DELETE FROM saga.delivery d USING old WHERE d.event_id = old.id)"
 	PURGE_LOOSE_TAIL,
-	2, {FLOAT8OID, INT4OID}, NULL, true
+	2, {FLOAT8OID, INT4OID}
 };
 
 /* Is this database's extension at 1.1 or later (saga.instance.purged_at)? */

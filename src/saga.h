@@ -79,6 +79,7 @@ typedef struct SagaBatchResult
 	int			failed;			/* handler raised; retried later or dead */
 	int			transient;		/* of which a lock timeout or deadlock: due again at once */
 	int			published;		/* work its handlers and steps made due (saga_note_published) */
+	bool		full;			/* it claimed all it asked for: more may be due */
 } SagaBatchResult;
 
 #endif							/* SAGA_H */

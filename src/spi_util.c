@@ -31,15 +31,19 @@
 static OverrideSearchPath catalog_only_path = {NIL, true, false, 0};
 
 /*
- * A queue's claim must not keep a plan made while the table was empty (or
- * small) and its statistics were not yet gathered: with a backlog it would
- * sort the whole queue at every batch.  Nor may the batch's update of the
- * deliveries it handled keep the hash join over a sequential scan that was
- * best for an empty table (in a profile, 1.3 ms per batch and growing with
- * the table).  Planning them at every call instead costs as much as
- * running them.  So such a plan is kept for a second of work (a few
- * executions), then made again for the tables as they are now.  An idle
- * worker, looking once per poll interval, plans again once a minute.
+ * A saved plan must not be kept for good: one made while the tables were
+ * empty (a new installation, or after a TRUNCATE) and their statistics not
+ * yet gathered keeps reading them as if they were, also once they are
+ * large and until autovacuum's next ANALYZE invalidates it.  A queue's
+ * claim would sort the whole queue at every batch; the batch's update of
+ * the deliveries it handled kept a hash join over a sequential scan (in a
+ * profile, 1.3 ms per batch and growing with the table); publishing kept a
+ * sequential scan of saga.instance to find the saga's type (3 per order,
+ * 30 million rows read in a burst of 4,000 orders).  Planning them at
+ * every call instead costs as much as running them.  So every plan is a
+ * generic plan kept for a second of work (a few executions), then made
+ * again for the tables as they are now.  An idle worker, looking once per
+ * poll interval, plans again once a minute.
  */
 #define SAGA_REPLAN_MS			1000
 #define SAGA_REPLAN_USES		10
@@ -48,7 +52,7 @@ static OverrideSearchPath catalog_only_path = {NIL, true, false, 0};
 SPIPlanPtr
 saga_prepare(SagaPlan *p)
 {
-	if (p->plan != NULL && p->replan &&
+	if (p->plan != NULL &&
 		TimestampDifferenceExceeds(p->planned_at, GetCurrentTimestamp(),
 								   p->uses >= SAGA_REPLAN_USES ?
 								   SAGA_REPLAN_MS : SAGA_REPLAN_IDLE_MS))
@@ -62,7 +66,7 @@ saga_prepare(SagaPlan *p)
 
 		PushOverrideSearchPath(&catalog_only_path);
 		plan = SPI_prepare_cursor(p->sql, p->nargs, p->argtypes,
-								  p->replan ? CURSOR_OPT_GENERIC_PLAN : 0);
+								  CURSOR_OPT_GENERIC_PLAN);
 		PopOverrideSearchPath();
 		if (plan == NULL)
 			elog(ERROR, "SPI_prepare failed for \"%s\": %s",

@@ -18,7 +18,6 @@ typedef struct SagaPlan
 	int			nargs;
 	Oid			argtypes[12];
 	SPIPlanPtr	plan;
-	bool		replan;			/* plan again now and then: a queue's claim */
 	TimestampTz planned_at;
 	int			uses;			/* executions since planned_at */
 } SagaPlan;

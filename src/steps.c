@@ -89,13 +89,39 @@
 	"                    WHERE p.consumer = ds.service)" \
 	" ORDER BY i.id"
 
+/*
+ * The claim: the oldest due sagas, locked, then their definitions.  As
+ * the dispatcher's claim does, it locks first, on the instance table
+ * alone (rows SKIP LOCKED passes over are not joined, and the lock follows
+ * the runnable index), and returns the locked rows' own columns.  The
+ * paused services are looked at only when some consumer is paused: the
+ * uncorrelated test comes first and is evaluated once.
+ */
 static SagaPlan claim_plan = {
-	CLAIM_SELECT
-	DUE_JOIN
-	DUE_WHERE
-	" LIMIT $1"
-	"   FOR UPDATE OF i SKIP LOCKED",
-	1, {INT4OID}, NULL, true
+	"WITH i AS ("
+	"  SELECT i.id, i.saga_type, i.definition_version, i.step, i.phase, i.data,"
+	"         i.attempts, i.reason, i.deadline, i.aborted_at,"
+	"         i.last_error IS NOT NULL AS failed_before"
+	"    FROM saga.instance i"
+	"   WHERE i.status = 'pending' AND i.phase IN ('forward', 'compensating')"
+	"     AND i.next_attempt_at <= now()"
+	"     AND (NOT EXISTS (SELECT FROM saga.paused_consumer)"
+	"          OR NOT EXISTS (SELECT FROM saga.definition_step ds"
+	"                           JOIN saga.paused_consumer p ON p.consumer = ds.service"
+	"                          WHERE ds.definition = i.saga_type"
+	"                            AND ds.version = i.definition_version"
+	"                            AND ds.step_no = i.step))"
+	"   ORDER BY i.id"
+	"   LIMIT $1"
+	"     FOR UPDATE SKIP LOCKED) "
+	"SELECT i.id, i.saga_type, i.definition_version, i.step, i.phase, i.data,"
+	"       i.attempts, i.reason, d.steps, d.owner::oid, i.deadline,"
+	"       i.aborted_at IS NOT NULL, i.failed_before"
+	"  FROM i"
+	"  JOIN saga.definition d"
+	"    ON d.name = i.saga_type AND d.version = i.definition_version"
+	" ORDER BY i.id",
+	1, {INT4OID}
 };
 
 /*
@@ -110,7 +136,7 @@ static SagaPlan claim_counted_plan = {
 	CLAIM_SELECT
 	" WHERE i.id = $1 AND i.status = 'pending' AND i.phase IN ('forward', 'compensating')"
 	"   FOR UPDATE OF i",
-	1, {INT8OID}, NULL, true
+	1, {INT8OID}
 };
 
 /* Careful mode: the saga due next, and its attempts so far. */
@@ -121,7 +147,7 @@ static SagaPlan next_due_plan = {
 	DUE_WHERE
 	" LIMIT 1"
 	"   FOR UPDATE OF i SKIP LOCKED",
-	0, {InvalidOid}, NULL, true
+	0, {InvalidOid}
 };
 
 /* Careful mode: count the attempt before it runs, and lease the saga. */
