@@ -83,17 +83,22 @@ saga_deadline_ms(FunctionCallInfo fcinfo, int argno, bool *none)
 	return ms;
 }
 
-static SagaPlan lock_plan = {
-	"SELECT owner::oid, status FROM saga.instance WHERE id = $1 FOR UPDATE",
-	1, {INT8OID}
-};
-
+/*
+ * End a pending saga whose owner's privileges the caller ($4) has, in one
+ * write: no row lock taken before (a WAL record of its own).  When it
+ * ends nothing, look_plan says why.
+ */
 static SagaPlan finish_plan = {
 	"UPDATE saga.instance"
 	"   SET status = $2, reason = $3, finished_at = clock_timestamp(),"
 	"       finish_seq = nextval('saga.trace_seq')"
-	" WHERE id = $1",
-	3, {INT8OID, TEXTOID, TEXTOID}
+	" WHERE id = $1 AND status = 'pending' AND pg_has_role($4, owner::oid, 'USAGE')",
+	4, {INT8OID, TEXTOID, TEXTOID, OIDOID}
+};
+
+static SagaPlan look_plan = {
+	"SELECT owner::oid, status FROM saga.instance WHERE id = $1",
+	1, {INT8OID}
 };
 
 static SagaPlan owner_plan = {
@@ -174,41 +179,45 @@ static void
 finish_saga(int64 saga_id, const char *status, text *reason)
 {
 	Oid			caller = GetUserId();
-	Datum		values[3];
-	char		nulls[3] = {' ', ' ', ' '};
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
 	SagaAsOwner as_owner;
-	bool		isnull;
-	Oid			owner;
-	char	   *current;
 
 	saga_spi_connect_as_owner(&as_owner);
 
 	values[0] = Int64GetDatum(saga_id);
-	saga_execute(&lock_plan, values, NULL, false, 0);
-	if (SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("saga %lld does not exist", (long long) saga_id)));
-	owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
-										   SPI_tuptable->tupdesc, 1, &isnull));
-	current = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0],
-												SPI_tuptable->tupdesc, 2, &isnull));
-	if (!has_privs_of_role(caller, owner))
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied to finish saga %lld", (long long) saga_id),
-				 errdetail("Only the role that began a saga may finish it.")));
-	if (strcmp(current, "pending") != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("saga %lld is already %s", (long long) saga_id, current)));
-
 	values[1] = CStringGetTextDatum(status);
 	if (reason != NULL)
 		values[2] = PointerGetDatum(reason);
 	else
 		nulls[2] = 'n';
+	values[3] = ObjectIdGetDatum(caller);
 	saga_execute(&finish_plan, values, nulls, false, 0);
+	if (SPI_processed == 0)
+	{
+		bool		isnull;
+		Oid			owner;
+		char	   *current;
+
+		/* why not: in the order the checks have always been made */
+		saga_execute(&look_plan, values, NULL, false, 0);
+		if (SPI_processed == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("saga %lld does not exist", (long long) saga_id)));
+		owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+											   SPI_tuptable->tupdesc, 1, &isnull));
+		current = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0],
+													SPI_tuptable->tupdesc, 2, &isnull));
+		if (!has_privs_of_role(caller, owner))
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("permission denied to finish saga %lld", (long long) saga_id),
+					 errdetail("Only the role that began a saga may finish it.")));
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("saga %lld is already %s", (long long) saga_id, current)));
+	}
 
 	saga_spi_finish_as_owner(&as_owner);
 	saga_note_finished(saga_id);
