@@ -41,21 +41,25 @@ static OverrideSearchPath catalog_only_path = {NIL, true, false, 0};
  * sequential scan of saga.instance to find the saga's type (3 per order,
  * 30 million rows read in a burst of 4,000 orders).  Planning them at
  * every call instead costs as much as running them.  So every plan is a
- * generic plan kept for a second of work (a few executions), then made
- * again for the tables as they are now.  An idle worker, looking once per
- * poll interval, plans again once a minute.
+ * generic plan kept for a second of work (a few executions), or for a
+ * hundred executions if they come faster (a burst of orders into a new
+ * installation grows the tables within that second), then made again for
+ * the tables as they are now.  An idle worker, looking once per poll
+ * interval, plans again once a minute.
  */
 #define SAGA_REPLAN_MS			1000
 #define SAGA_REPLAN_USES		10
 #define SAGA_REPLAN_IDLE_MS		(60 * 1000)
+#define SAGA_REPLAN_MAX_USES	100
 
 SPIPlanPtr
 saga_prepare(SagaPlan *p)
 {
 	if (p->plan != NULL &&
-		TimestampDifferenceExceeds(p->planned_at, GetCurrentTimestamp(),
-								   p->uses >= SAGA_REPLAN_USES ?
-								   SAGA_REPLAN_MS : SAGA_REPLAN_IDLE_MS))
+		(p->uses >= SAGA_REPLAN_MAX_USES ||
+		 TimestampDifferenceExceeds(p->planned_at, GetCurrentTimestamp(),
+									p->uses >= SAGA_REPLAN_USES ?
+									SAGA_REPLAN_MS : SAGA_REPLAN_IDLE_MS)))
 	{
 		SPI_freeplan(p->plan);
 		p->plan = NULL;
