@@ -70,8 +70,9 @@ DROP TRIGGER refunds_down ON saga.payment;
 SELECT saga_run_pending();
 SELECT saga_order_status(:stuck), saga_balance('alice');
 SELECT status, attempts, last_error FROM saga.delivery d JOIN saga.event e ON e.id = d.event_id
+  JOIN saga.subscription s ON s.id = d.subscription_id
  WHERE e.saga_id = :stuck AND e.event_type = 'InventoryReservationFailed'
- ORDER BY d.id;
+ ORDER BY s.consumer;
 RESET saga.retry_backoff;
 
 -- Nothing is left to deliver.

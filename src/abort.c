@@ -38,6 +38,7 @@
 
 #include "saga.h"
 #include "abort.h"
+#include "batch.h"
 #include "publish.h"
 #include "shmem.h"
 #include "spi_util.h"
@@ -162,8 +163,12 @@ saga_settle_aborted(int64 *ids, int n)
 	qsort(ids, n, sizeof(int64), compare_int64);
 	elems = palloc(sizeof(Datum) * n);
 	for (i = 0; i < n; i++)
-		if (i == 0 || ids[i] != ids[i - 1])
+		if ((i == 0 || ids[i] != ids[i - 1]) &&
+			/* deliveries of it wait in this batch's memory (batch.c) */
+			!saga_batch_has_deferred(ids[i]))
 			elems[nunique++] = Int64GetDatum(ids[i]);
+	if (nunique == 0)
+		return 0;
 	arg = PointerGetDatum(construct_array(elems, nunique, INT8OID, sizeof(int64),
 										  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 

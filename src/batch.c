@@ -18,6 +18,15 @@
  * (saga.batch_time), or after a lock conflict: then commit soon rather
  * than take more locks.
  *
+ * A delivery published by a handler of the batch and run by a later round
+ * of it is not written as pending and then marked done: while a round's
+ * handler runs, saga_publish writes the event and keeps its deliveries in
+ * memory (saga_batch_defer()); the next round runs them first and writes
+ * each once, done (or, when it failed or was not reached, pending, as any
+ * other).  They are this transaction's alone either way, and an abort
+ * takes them with the event.  What is left when the rounds end is written
+ * pending before the batch commits (saga_batch_run_rounds()).
+ *
  * Sagas past their deadline are never aborted inside a batch: aborting one
  * waits for its deliveries being handled elsewhere, which must not happen
  * while this transaction holds deliveries of its own.  The workers sweep
@@ -29,7 +38,10 @@
  */
 #include "postgres.h"
 
+#include "catalog/pg_type.h"
 #include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 #include "saga.h"
@@ -40,10 +52,156 @@
 #include "replica.h"
 #include "spi_util.h"
 #include "steps.h"
+#include "wakeup.h"
 
 
 /* When the batch running now must end (0: no limit). */
 static TimestampTz batch_deadline = 0;
+
+/*
+ * The deferred deliveries (event, subscription), oldest first, in
+ * deferred_cxt; deferring: a handler of a round runs now, and what it
+ * publishes may wait for the next round.
+ */
+static MemoryContext deferred_cxt = NULL;
+static Datum *deferred_events = NULL;
+static Datum *deferred_subs = NULL;
+static int64 *deferred_sagas = NULL;	/* their sagas (0: none) */
+static int	ndeferred = 0;
+static int	deferred_room = 0;
+static bool in_rounds = false;
+static bool deferring = false;
+
+/* Write deliveries as pending, as publishing does outside a batch. */
+static SagaPlan write_pending_plan = {
+	"INSERT INTO saga.delivery (event_id, subscription_id)"
+	" SELECT * FROM unnest($1::bigint[], $2::integer[])",
+	2, {INT8ARRAYOID, INT4ARRAYOID}
+};
+
+/* May what is published now wait in memory for the next round? */
+bool
+saga_batch_deferring(void)
+{
+	return in_rounds && deferring && saga_schema_is_1_2();
+}
+
+/* The dispatcher runs a handler of a round (on), or is done with it. */
+void
+saga_batch_set_deferring(bool on)
+{
+	deferring = on;
+}
+
+/* Keep a delivery of an event just published (of saga_id, or 0) for the next round. */
+void
+saga_batch_defer(int64 event_id, int32 subscription_id, int64 saga_id)
+{
+	if (ndeferred == deferred_room)
+	{
+		int			room = Max(deferred_room * 2, 64);
+		MemoryContext old = MemoryContextSwitchTo(deferred_cxt);
+
+		deferred_events = deferred_events ?
+			repalloc(deferred_events, sizeof(Datum) * room) : palloc(sizeof(Datum) * room);
+		deferred_subs = deferred_subs ?
+			repalloc(deferred_subs, sizeof(Datum) * room) : palloc(sizeof(Datum) * room);
+		deferred_sagas = deferred_sagas ?
+			repalloc(deferred_sagas, sizeof(int64) * room) : palloc(sizeof(int64) * room);
+		deferred_room = room;
+		MemoryContextSwitchTo(old);
+	}
+	deferred_events[ndeferred] = Int64GetDatum(event_id);
+	deferred_subs[ndeferred] = Int32GetDatum(subscription_id);
+	deferred_sagas[ndeferred] = saga_id;
+	ndeferred++;
+}
+
+/*
+ * Does a delivery of saga_id wait in memory?  Then an aborted saga must not
+ * be ended yet (abort.c): its compensations have not run.
+ */
+bool
+saga_batch_has_deferred(int64 saga_id)
+{
+	int			i;
+
+	for (i = 0; i < ndeferred; i++)
+		if (deferred_sagas[i] == saga_id)
+			return true;
+	return false;
+}
+
+/* How many deliveries wait in memory. */
+int
+saga_batch_deferred(void)
+{
+	return ndeferred;
+}
+
+/*
+ * Forget the deliveries deferred after the first keep: the handler that
+ * published them failed, and its subtransaction took their events.
+ */
+void
+saga_batch_forget_deferred(int keep)
+{
+	Assert(keep <= ndeferred);
+	ndeferred = keep;
+}
+
+/*
+ * Take the oldest max deferred deliveries (fewer if there are fewer):
+ * arrays allocated in the current memory context; returns how many.
+ */
+int
+saga_batch_take_deferred(int max, Datum **event_ids, Datum **subscription_ids)
+{
+	int			n = Min(max, ndeferred);
+
+	*event_ids = palloc(sizeof(Datum) * Max(n, 1));
+	*subscription_ids = palloc(sizeof(Datum) * Max(n, 1));
+	memcpy(*event_ids, deferred_events, sizeof(Datum) * n);
+	memcpy(*subscription_ids, deferred_subs, sizeof(Datum) * n);
+	memmove(deferred_events, deferred_events + n, sizeof(Datum) * (ndeferred - n));
+	memmove(deferred_subs, deferred_subs + n, sizeof(Datum) * (ndeferred - n));
+	memmove(deferred_sagas, deferred_sagas + n, sizeof(int64) * (ndeferred - n));
+	ndeferred -= n;
+	return n;
+}
+
+/*
+ * Write deliveries as pending rows; the caller is connected to SPI and
+ * acts as the tables' owner.  They are work for the workers at commit.
+ */
+void
+saga_batch_write_pending(Datum *event_ids, Datum *subscription_ids, int n)
+{
+	Datum		values[2];
+
+	if (n == 0)
+		return;
+	values[0] = PointerGetDatum(construct_array(event_ids, n, INT8OID,
+												sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[1] = PointerGetDatum(construct_array(subscription_ids, n, INT4OID,
+												sizeof(int32), true, TYPALIGN_INT));
+	saga_execute(&write_pending_plan, values, NULL, false, 0);
+	saga_note_published();
+}
+
+/* Write what is left in memory as pending: the rounds are over. */
+static void
+write_deferred(void)
+{
+	SagaAsOwner as_owner;
+
+	if (ndeferred == 0)
+		return;
+	saga_spi_connect_as_owner(&as_owner);
+	saga_batch_write_pending(deferred_events, deferred_subs, ndeferred);
+	saga_spi_finish_as_owner(&as_owner);
+	ndeferred = 0;
+}
 
 /* Has the batch running now used up its time (saga.batch_time)? */
 bool
@@ -77,6 +235,13 @@ saga_batch_run_rounds(int limit, int time_ms)
 
 	batch_deadline = time_ms > 0 ?
 		TimestampTzPlusMilliseconds(GetCurrentTimestamp(), time_ms) : 0;
+	/* what an earlier batch left, if it failed, went with its transaction */
+	if (deferred_cxt == NULL)
+		deferred_cxt = AllocSetContextCreate(TopMemoryContext, "saga deferred deliveries",
+											 ALLOCSET_SMALL_SIZES);
+	ndeferred = 0;
+	deferring = false;
+	in_rounds = true;
 	for (round = 0;; round++)
 	{
 		int			room = limit - r.claimed;
@@ -88,11 +253,15 @@ saga_batch_run_rounds(int limit, int time_ms)
 			s = saga_run_steps(room - d.claimed);
 		add_result(&r, d);
 		add_result(&r, s);
-		if ((d.published + s.published == 0 && !d.full) || r.transient > 0 ||
-			r.claimed >= limit || saga_batch_out_of_time())
+		if ((d.published + s.published == 0 && !d.full && ndeferred == 0) ||
+			r.transient > 0 || r.claimed >= limit || saga_batch_out_of_time())
 			break;
 		CHECK_FOR_INTERRUPTS();
 	}
+	in_rounds = false;
+	if (ndeferred > 0 && saga_batch_out_of_time())
+		saga_dispatch_claim_less();
+	write_deferred();
 	batch_deadline = 0;
 	return r;
 }

@@ -29,6 +29,19 @@ extern bool saga_batch_out_of_time(void);
  */
 #define SAGA_LEASE_MS	1000.0
 
+/*
+ * Deliveries kept in memory (see batch.c): published by a handler of this
+ * batch, to be run by a later round of it and written once, done.
+ */
+extern bool saga_batch_deferring(void);
+extern void saga_batch_set_deferring(bool on);
+extern void saga_batch_defer(int64 event_id, int32 subscription_id, int64 saga_id);
+extern bool saga_batch_has_deferred(int64 saga_id);
+extern int	saga_batch_deferred(void);
+extern void saga_batch_forget_deferred(int keep);
+extern int	saga_batch_take_deferred(int max, Datum **event_ids, Datum **subscription_ids);
+extern void saga_batch_write_pending(Datum *event_ids, Datum *subscription_ids, int n);
+
 extern bool saga_careful_next(SagaPlan *next_due, int64 *id, int32 *attempts);
 extern void saga_careful_lease(SagaPlan *count_attempt, int64 id);
 

@@ -81,6 +81,7 @@ typedef struct ClaimedDelivery
 	bool		cancel;			/* forward work of a saga that is over */
 	int64		size;			/* the payload's stored size, in bytes */
 	bool		failed_before;	/* it has a last error: it may be blocked */
+	bool		paused;			/* kept in memory, for a paused consumer */
 } ClaimedDelivery;
 
 /*
@@ -94,6 +95,20 @@ typedef struct ClaimedDelivery
  * twice as many, up to saga.batch_size.
  */
 static int	claim_size = 0;
+
+/*
+ * The batch ran out of time with deliveries its handlers published still
+ * in memory (batch.c): the claim that started the chain was too large for
+ * the chain to end in one batch, and what was left is written twice
+ * (pending, then done).  Claim half as many next time.
+ */
+void
+saga_dispatch_claim_less(void)
+{
+	int			size = claim_size > 0 ? claim_size : saga_batch_size;
+
+	claim_size = Max(size / 2, 4);
+}
 
 /* Note what a claim of asked deliveries came to: handled of claimed. */
 static void
@@ -125,7 +140,7 @@ adapt_claim_size(int asked, int claimed, int handled)
 	"       coalesce(s.forward AND e.event_type <> 'SagaAborted' AND" \
 	"                (i.aborted_at IS NOT NULL OR" \
 	"                 (i.status <> 'pending' AND e.seq > i.finish_seq)), false)," \
-	"       pg_column_size(e.payload), d.failed_before"
+	"       pg_column_size(e.payload), d.failed_before, d.paused"
 #define CLAIM_JOINS \
 	"  JOIN saga.subscription s ON s.id = d.subscription_id" \
 	"  JOIN saga.event e ON e.id = d.event_id" \
@@ -144,7 +159,7 @@ adapt_claim_size(int asked, int claimed, int handled)
 static SagaPlan claim_plan = {
 	"WITH d AS ("
 	"  SELECT d.id, d.attempts, d.event_id, d.subscription_id,"
-	"         d.last_error IS NOT NULL AS failed_before"
+	"         d.last_error IS NOT NULL AS failed_before, false AS paused"
 	"    FROM saga.delivery d"
 	"   WHERE d.status = 'pending' AND d.next_attempt_at <= now()"
 	"     AND d.subscription_id <> ALL (ARRAY(SELECT s.id FROM saga.subscription s"
@@ -160,11 +175,44 @@ static SagaPlan claim_plan = {
 	2, {INT4OID, INT4OID}
 };
 
+/*
+ * Deliveries that wait in memory (batch.c), $3 and $4 their events and
+ * subscriptions: the same columns as a claim's, with no id yet.
+ */
+static SagaPlan deferred_plan = {
+	"WITH d AS ("
+	"  SELECT NULL::bigint AS id, 0 AS attempts, u.event_id, u.subscription_id,"
+	"         false AS failed_before, u.n,"
+	"         EXISTS (SELECT FROM saga.subscription s JOIN saga.paused_consumer p"
+	"                     ON p.consumer = s.consumer"
+	"                  WHERE s.id = u.subscription_id) AS paused"
+	"    FROM unnest($3::bigint[], $4::integer[]) WITH ORDINALITY AS u(event_id, subscription_id, n)) "
+	CLAIM_COLUMNS
+	"  FROM d"
+	CLAIM_JOINS
+	" ORDER BY d.n",
+	4, {INT4OID, INT4OID, INT8ARRAYOID, INT4ARRAYOID}
+};
+
+/* A deferred delivery handled: written once, done. */
+static SagaPlan insert_done_plan = {
+	"INSERT INTO saga.delivery (event_id, subscription_id, status, attempts, delivered_at, seq)"
+	" SELECT u.e, u.s, 'done', 1, u.a, u.q"
+	"   FROM unnest($1::bigint[], $2::integer[], $3::bigint[], $4::timestamptz[]) AS u(e, s, q, a)",
+	4, {INT8ARRAYOID, INT4ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID}
+};
+
+/* A deferred delivery that did not succeed: written pending, to fail as any. */
+static SagaPlan insert_pending_plan = {
+	"INSERT INTO saga.delivery (event_id, subscription_id) VALUES ($1, $2) RETURNING id",
+	2, {INT8OID, INT4OID}
+};
+
 /* One delivery whose attempt has been counted already (careful mode). */
 static SagaPlan claim_counted_plan = {
 	"WITH d AS ("
 	"  SELECT d.id, d.attempts, d.event_id, d.subscription_id,"
-	"         d.last_error IS NOT NULL AS failed_before"
+	"         d.last_error IS NOT NULL AS failed_before, false AS paused"
 	"    FROM saga.delivery d"
 	"   WHERE d.id = $3 AND d.status = 'pending' AND $1 > 0"
 	"     FOR UPDATE) "
@@ -310,6 +358,7 @@ unpack_claimed(HeapTuple tup, TupleDesc desc, ClaimedDelivery *cd)
 	cd->cancel = DatumGetBool(SPI_getbinval(tup, desc, 13, &isnull));
 	cd->size = DatumGetInt32(SPI_getbinval(tup, desc, 14, &isnull));
 	cd->failed_before = DatumGetBool(SPI_getbinval(tup, desc, 15, &isnull));
+	cd->paused = DatumGetBool(SPI_getbinval(tup, desc, 16, &isnull));
 }
 
 /* Cached FmgrInfo of the handlers seen in this batch. */
@@ -439,6 +488,24 @@ load_event(ClaimedDelivery *cd, MemoryContext cxt)
 }
 
 /*
+ * Give a deferred delivery its row, pending, so that what happens to it
+ * next (a failure, a cancellation) is written as for any other.
+ */
+static void
+write_deferred_row(ClaimedDelivery *cd, Datum subscription_id)
+{
+	Datum		values[2];
+	bool		isnull;
+
+	values[0] = Int64GetDatum(cd->event_id);
+	values[1] = subscription_id;
+	saga_execute(&insert_pending_plan, values, NULL, false, 0);
+	cd->delivery_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+												  SPI_tuptable->tupdesc, 1, &isnull));
+	saga_note_published();
+}
+
+/*
  * Claim up to limit deliveries and run their handlers; or, with counted_id,
  * that delivery only, whose attempt careful mode has counted already.  The
  * caller is in a transaction with an active snapshot.
@@ -466,9 +533,18 @@ dispatch(int limit, int64 counted_id)
 	Datum	   *done_seqs;
 	Datum	   *done_ats;
 	Oid			seq_oid;
-	Datum		args[3];
+	Datum		args[4];
 	int			i;
 	volatile int asked = limit;	/* read after PG_TRY: volatile */
+	int			ndeferred = 0;	/* the claim is of deliveries kept in memory */
+	Datum	   *def_events = NULL;
+	Datum	   *def_subs = NULL;
+	Datum	   *new_events;		/* deferred deliveries done, to be written */
+	Datum	   *new_subs;
+	Datum	   *new_seqs;
+	Datum	   *new_ats;
+	volatile int nnew = 0;
+	volatile int next = 0;		/* the first claimed delivery not dealt with */
 
 	if (saga_current_delivery != NULL || saga_in_user_function())
 		ereport(ERROR,
@@ -489,9 +565,21 @@ dispatch(int limit, int64 counted_id)
 	args[0] = Int32GetDatum(asked);
 	args[1] = Int32GetDatum(SAGA_INLINE_BYTES);
 	args[2] = Int64GetDatum(counted_id);
-	saga_execute(counted_id != 0 ? &claim_counted_plan : &claim_plan, args, NULL, false, 0);
+	if (counted_id == 0 && saga_batch_deferred() > 0)
+	{
+		/* what the last round's handlers published comes first */
+		ndeferred = saga_batch_take_deferred(asked, &def_events, &def_subs);
+		args[2] = PointerGetDatum(construct_array(def_events, ndeferred, INT8OID, sizeof(int64),
+												  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		args[3] = PointerGetDatum(construct_array(def_subs, ndeferred, INT4OID, sizeof(int32),
+												  true, TYPALIGN_INT));
+		saga_execute(&deferred_plan, args, NULL, false, 0);
+	}
+	else
+		saga_execute(counted_id != 0 ? &claim_counted_plan : &claim_plan, args, NULL, false, 0);
 	result.claimed = (int) SPI_processed;
-	result.full = result.claimed == asked;
+	/* after deliveries from memory, the table's due ones may follow */
+	result.full = ndeferred > 0 || result.claimed == asked;
 	if (result.claimed > 0)
 		saga_worker_found_work();	/* a worker is busy from now on */
 
@@ -504,6 +592,10 @@ dispatch(int limit, int64 counted_id)
 	settle_ids = palloc(sizeof(int64) * Max(result.claimed, 1));
 	abort_ids = palloc(sizeof(int64) * Max(result.claimed, 1));
 	abort_reasons = palloc(sizeof(char *) * Max(result.claimed, 1));
+	new_events = palloc(sizeof(Datum) * Max(result.claimed, 1));
+	new_subs = palloc(sizeof(Datum) * Max(result.claimed, 1));
+	new_seqs = palloc(sizeof(Datum) * Max(result.claimed, 1));
+	new_ats = palloc(sizeof(Datum) * Max(result.claimed, 1));
 
 	for (i = 0; i < result.claimed; i++)
 		unpack_claimed(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, &claimed[i]);
@@ -516,6 +608,7 @@ dispatch(int limit, int64 counted_id)
 		ResourceOwner oldowner = CurrentResourceOwner;
 		TimestampTz at;
 		int64		seq;
+		int			keep;
 
 		CHECK_FOR_INTERRUPTS();
 		MemoryContextReset(item_cxt);
@@ -525,12 +618,23 @@ dispatch(int limit, int64 counted_id)
 			break;
 		bytes += cd->size;
 
+		/* a paused consumer's delivery waits, pending, as published */
+		if (cd->paused)
+		{
+			write_deferred_row(cd, def_subs[i]);
+			next = i + 1;
+			continue;
+		}
+
 		/* an aborted saga may end once this delivery is out of the way */
 		if (cd->aborting)
 			settle_ids[nsettle++] = cd->saga_id;
 		if (cd->cancel)
 		{
+			if (ndeferred > 0)
+				write_deferred_row(cd, def_subs[i]);
 			cancel_ids[ncancel++] = Int64GetDatum(cd->delivery_id);
+			next = i + 1;
 			continue;
 		}
 
@@ -546,6 +650,7 @@ dispatch(int limit, int64 counted_id)
 		seq = nextval_internal(seq_oid, false);
 		at = GetCurrentTimestamp();
 
+		keep = saga_batch_deferred();
 		BeginInternalSubTransaction(NULL);
 		MemoryContextSwitchTo(item_cxt);
 		PG_TRY();
@@ -556,17 +661,31 @@ dispatch(int limit, int64 counted_id)
 			flinfo = lookup_handler(handlers, &nhandlers, result.claimed,
 									cd->handler, batch_cxt);
 			saga_current_delivery = &current;
+			/* what it publishes may wait in memory for the next round */
+			saga_batch_set_deferring(counted_id == 0);
 			(void) saga_invoke_as(cd->owner, flinfo, cd->event, &isnull,
 								  cd->failed_before);
+			saga_batch_set_deferring(false);
 			saga_current_delivery = NULL;
 
 			ReleaseCurrentSubTransaction();
 			MemoryContextSwitchTo(batch_cxt);
 			CurrentResourceOwner = oldowner;
 
-			done_ids[result.done] = Int64GetDatum(cd->delivery_id);
-			done_seqs[result.done] = Int64GetDatum(seq);
-			done_ats[result.done] = TimestampTzGetDatum(at);
+			if (ndeferred > 0)
+			{
+				new_events[nnew] = Int64GetDatum(cd->event_id);
+				new_subs[nnew] = def_subs[i];
+				new_seqs[nnew] = Int64GetDatum(seq);
+				new_ats[nnew] = TimestampTzGetDatum(at);
+				nnew++;
+			}
+			else
+			{
+				done_ids[result.done - nnew] = Int64GetDatum(cd->delivery_id);
+				done_seqs[result.done - nnew] = Int64GetDatum(seq);
+				done_ats[result.done - nnew] = TimestampTzGetDatum(at);
+			}
 			result.done++;
 			if (!cd->forward)
 				saga_count(SAGA_COUNT_COMPENSATIONS, 1);
@@ -575,6 +694,7 @@ dispatch(int limit, int64 counted_id)
 		{
 			ErrorData  *edata;
 
+			saga_batch_set_deferring(false);
 			saga_current_delivery = NULL;
 			MemoryContextSwitchTo(item_cxt);
 			edata = CopyErrorData();
@@ -583,6 +703,11 @@ dispatch(int limit, int64 counted_id)
 			RollbackAndReleaseCurrentSubTransaction();
 			MemoryContextSwitchTo(item_cxt);
 			CurrentResourceOwner = oldowner;
+
+			/* its events went with its subtransaction, and so must their deliveries */
+			saga_batch_forget_deferred(keep);
+			if (ndeferred > 0)
+				write_deferred_row(cd, def_subs[i]);
 
 			record_failure(cd, edata, counted_id != 0, saga_lock_blocker());
 			if (saga_error_is_transient(edata->sqlerrcode))
@@ -597,6 +722,7 @@ dispatch(int limit, int64 counted_id)
 			result.failed++;
 		}
 		PG_END_TRY();
+		next = i + 1;
 
 		/*
 		 * Another transaction holds rows this batch needs.  Going on would
@@ -610,26 +736,49 @@ dispatch(int limit, int64 counted_id)
 		if ((result.transient > 0 && result.done > 0) || saga_batch_out_of_time())
 			break;
 	}
-	if (counted_id == 0)
+	if (counted_id == 0 && ndeferred == 0)
 		adapt_claim_size(asked, result.claimed, result.done + result.failed + ncancel);
 
 	MemoryContextSwitchTo(batch_cxt);
 	MemoryContextReset(item_cxt);
-	if (result.done > 0)
+	/* deferred deliveries not reached: pending, as if published so */
+	if (ndeferred > 0 && next < result.claimed)
+	{
+		Datum	   *events = palloc(sizeof(Datum) * (result.claimed - next));
+
+		for (i = next; i < result.claimed; i++)
+			events[i - next] = Int64GetDatum(claimed[i].event_id);
+		saga_batch_write_pending(events, def_subs + next, result.claimed - next);
+	}
+	if (nnew > 0)
 	{
 		Datum		values[4];
 
-		values[0] = PointerGetDatum(construct_array(done_ids, result.done, INT8OID,
+		values[0] = PointerGetDatum(construct_array(new_events, nnew, INT8OID,
 													sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-		values[1] = PointerGetDatum(construct_array(done_seqs, result.done, INT8OID,
+		values[1] = PointerGetDatum(construct_array(new_subs, nnew, INT4OID,
+													sizeof(int32), true, TYPALIGN_INT));
+		values[2] = PointerGetDatum(construct_array(new_seqs, nnew, INT8OID,
 													sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-		values[2] = PointerGetDatum(construct_array(done_ats, result.done, TIMESTAMPTZOID,
+		values[3] = PointerGetDatum(construct_array(new_ats, nnew, TIMESTAMPTZOID,
+													sizeof(TimestampTz), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		saga_execute(&insert_done_plan, values, NULL, false, 0);
+	}
+	if (result.done - nnew > 0)
+	{
+		Datum		values[4];
+
+		values[0] = PointerGetDatum(construct_array(done_ids, result.done - nnew, INT8OID,
+													sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		values[1] = PointerGetDatum(construct_array(done_seqs, result.done - nnew, INT8OID,
+													sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		values[2] = PointerGetDatum(construct_array(done_ats, result.done - nnew, TIMESTAMPTZOID,
 													sizeof(TimestampTz), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 		values[3] = Int32GetDatum(counted_id != 0 ? 0 : 1);
 		saga_execute(saga_schema_is_1_2() ? &done_plan : &done_plan_1_1,
 					 values, NULL, false, 0);
-		saga_count(SAGA_COUNT_DELIVERIES, result.done);
 	}
+	saga_count(SAGA_COUNT_DELIVERIES, result.done);
 	if (ncancel > 0)
 	{
 		Datum		arg;

@@ -11,6 +11,7 @@
 #include "saga.h"
 
 extern SagaBatchResult saga_dispatch_batch(int limit);
+extern void saga_dispatch_claim_less(void);
 extern int64 saga_count_next_attempt(void);
 extern SagaBatchResult saga_dispatch_counted(int64 delivery_id);
 

@@ -39,6 +39,7 @@
 #include "utils/syscache.h"
 
 #include "saga.h"
+#include "batch.h"
 #include "dispatch.h"
 #include "grants.h"
 #include "instance.h"
@@ -68,24 +69,50 @@ PG_FUNCTION_INFO_V1(saga_unsubscribe);
 	"  INSERT INTO saga.delivery (event_id, subscription_id)" \
 	"  SELECT e.id, s.id FROM e, saga.subscription s" \
 	"   WHERE s.event_type = $1"
+/*
+ * Which subscriptions of event type $1 an event of saga $2 reaches: those
+ * for every saga type or for its, and for SagaAborted only those whose
+ * role may see the saga.
+ */
+#define SUBSCRIBERS_FILTER \
+	"     AND (s.saga_type IS NULL OR" \
+	"          s.saga_type = (SELECT i.saga_type FROM saga.instance i WHERE i.id = $2))" \
+	"     AND ($1 <> 'SagaAborted' OR" \
+	"          EXISTS (SELECT FROM saga.instance i" \
+	"                   WHERE i.id = $2" \
+	"                     AND (pg_has_role(s.owner::oid, i.owner::oid, 'USAGE') OR" \
+	"                          EXISTS (SELECT FROM saga.saga_grant g" \
+	"                                   WHERE g.saga_type = i.saga_type AND g.owner = i.owner" \
+	"                                     AND (g.grantee = 0 OR" \
+	"                                          pg_has_role(s.owner::oid, g.grantee::oid, 'USAGE'))))))"
 #define PUBLISH_TAIL \
 	"   ORDER BY s.id)" \
 	"SELECT id FROM e"
 
 static SagaPlan publish_plan = {
 	PUBLISH_HEAD
-	"     AND (s.saga_type IS NULL OR"
-	"          s.saga_type = (SELECT i.saga_type FROM saga.instance i WHERE i.id = $2))"
-	"     AND ($1 <> 'SagaAborted' OR"
-	"          EXISTS (SELECT FROM saga.instance i"
-	"                   WHERE i.id = $2"
-	"                     AND (pg_has_role(s.owner::oid, i.owner::oid, 'USAGE') OR"
-	"                          EXISTS (SELECT FROM saga.saga_grant g"
-	"                                   WHERE g.saga_type = i.saga_type AND g.owner = i.owner"
-	"                                     AND (g.grantee = 0 OR"
-	"                                          pg_has_role(s.owner::oid, g.grantee::oid, 'USAGE'))))))"
+	SUBSCRIBERS_FILTER
 	PUBLISH_TAIL,
 	5, {TEXTOID, INT8OID, JSONBOID, TEXTOID, INT8OID}
+};
+
+/*
+ * In a batch's handler (batch.c): the event only, and the subscriptions
+ * publish_plan would make deliveries for, which wait in memory.
+ */
+static SagaPlan publish_event_plan = {
+	"INSERT INTO saga.event (event_type, saga_id, payload, publisher, caused_by)"
+	" VALUES ($1, $2, $3, $4, $5)"
+	" RETURNING id",
+	5, {TEXTOID, INT8OID, JSONBOID, TEXTOID, INT8OID}
+};
+
+static SagaPlan subscribers_plan = {
+	"SELECT s.id FROM saga.subscription s"
+	" WHERE s.event_type = $1"
+	SUBSCRIBERS_FILTER
+	" ORDER BY s.id",
+	2, {TEXTOID, INT8OID}
 };
 
 /* The same before 1.2, whose subscriptions are for every saga type. */
@@ -206,6 +233,25 @@ saga_publish_event(const char *event_type, Jsonb *payload,
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	saga_begin_as_owner(&save_userid, &save_sec_context);
+	if (saga_batch_deferring())
+	{
+		uint64		i;
+
+		/* a later round of this batch runs its deliveries (batch.c) */
+		saga_execute(&publish_event_plan, values, nulls, false, 0);
+		event_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+											   SPI_tuptable->tupdesc, 1, &isnull));
+		saga_execute(&subscribers_plan, values, nulls, false, 0);
+		for (i = 0; i < SPI_processed; i++)
+			saga_batch_defer(event_id,
+							 DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i],
+														 SPI_tuptable->tupdesc, 1, &isnull)),
+							 has_saga_id ? saga_id : 0);
+		saga_end_as_owner(save_userid, save_sec_context);
+		SPI_finish();
+		saga_count(SAGA_COUNT_EVENTS, 1);
+		return event_id;
+	}
 	saga_execute(saga_schema_is_1_2() ? &publish_plan : &publish_plan_1_1,
 				 values, nulls, false, 0);
 	saga_end_as_owner(save_userid, save_sec_context);

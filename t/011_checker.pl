@@ -296,9 +296,13 @@ END $$;
 -- compensation of step k-1, which publishes Failed<k-1>; Failed0 fails the
 -- saga.  SagaAborted undoes whatever is done, last first.  The handlers of
 -- one saga take its plan's row lock, one at a time.
+-- (A delivery published in the worker's batch that runs it has no row
+-- until it is handled: its first attempt, 0 before.)
 CREATE FUNCTION chk.attempts(e saga.event, consumer text) RETURNS integer LANGUAGE sql AS $$
-    SELECT d.attempts FROM saga.delivery d
-     WHERE d.event_id = e.id AND d.subscription_id = (SELECT s.id FROM chk.sub s WHERE s.consumer = attempts.consumer)
+    SELECT coalesce((SELECT d.attempts FROM saga.delivery d
+                      WHERE d.event_id = e.id
+                        AND d.subscription_id = (SELECT s.id FROM chk.sub s
+                                                  WHERE s.consumer = attempts.consumer)), 0)
 $$;
 
 CREATE FUNCTION chk.c_step(e saga.event) RETURNS void LANGUAGE plpgsql AS $$
