@@ -28,6 +28,7 @@
 #   COST_CLIENTS  pgbench clients (8)
 #   COST_WORKERS  saga.workers (2)
 #   PG_CONFIG     the installation to use (Debian's PostgreSQL 15)
+#   COST_REPORT   where to write the table (bench/results/cost-<timestamp>.md)
 #   BENCH_PORT, BENCH_SKIP_SETUP, BENCH_EXTRA_SETTINGS as for bench/run.sh
 set -euo pipefail
 
@@ -40,7 +41,7 @@ PGBIN="$("$PG_CONFIG" --bindir)"
 
 if [ "$(id -u)" -ne 0 ]; then
     command -v sudo >/dev/null 2>&1 &&
-        exec sudo --preserve-env=COST_ORDERS,COST_CLIENTS,COST_WORKERS,PG_CONFIG,BENCH_PORT,BENCH_SKIP_SETUP,BENCH_EXTRA_SETTINGS -- bash "$SELF" "$@"
+        exec sudo --preserve-env=COST_ORDERS,COST_CLIENTS,COST_WORKERS,COST_REPORT,PG_CONFIG,BENCH_PORT,BENCH_SKIP_SETUP,BENCH_EXTRA_SETTINGS -- bash "$SELF" "$@"
     echo "cost.sh: must run as root" >&2
     exit 1
 fi
@@ -138,7 +139,7 @@ measure() {
 
 OUT="$BENCH/results"
 mkdir -p "$OUT"
-REPORT="$OUT/cost-$(date +%Y%m%d-%H%M%S).md"
+REPORT="${COST_REPORT:-$OUT/cost-$(date +%Y%m%d-%H%M%S).md}"
 {
     echo "| workload | what | WAL bytes/order | ratio to (b) | inserts | updates | HOT | deletes | index scans | index fetches |"
     echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"

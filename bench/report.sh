@@ -139,6 +139,97 @@ for c in $CLIENT_VALUES; do
     echo "$row |"
 done
 
+xratio() { # xratio A B: A / B as "0.42×", "-" if either is missing
+    awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) print "-"; else printf "%.2f×", a / b }'
+}
+TOP_CLIENTS=$(echo "$CLIENT_VALUES" | tail -n 1)
+HC=${HOT_CLIENTS:-8}
+
+if [ -n "$(stat order_once_hot "$HC" 3)" ]; then
+    cat <<EOF
+
+## Hot rows
+
+40 customers and 20 products with ample balance and stock, quantities 1 to
+3 (every order completes), $HC clients: the same rows are updated over and
+over, so orders collide on row locks; (b) is the one-transaction bound on
+the same rows (\`pgbench/order_once_hot.pgbench\`).
+
+| (b) orders/s | choreography sagas/s | orchestration sagas/s | choreography / (b) | orchestration / (b) |
+|---:|---:|---:|---:|---:|
+| $(cell order_once_hot "$HC") | $(cell hot_choreography "$HC") | $(cell hot_orchestration "$HC") | $(xratio "$(stat hot_choreography "$HC" 3)" "$(stat order_once_hot "$HC" 3)") | $(xratio "$(stat hot_orchestration "$HC" 3)" "$(stat order_once_hot "$HC" 3)") |
+EOF
+fi
+
+if [ -n "${BACKLOG_CSV:-}" ] && [ "$(wc -l <"$BACKLOG_CSV")" -gt 1 ]; then
+    cat <<EOF
+
+## Draining a backlog
+
+The orders were placed with the workers stopped (\`saga.workers = 0\`),
+$TOP_CLIENTS clients; then the workers were started. Drain rate: sagas over
+the time from the workers' start to the last saga's end. Steady state: the
+pattern's median throughput with $TOP_CLIENTS clients above.
+
+| pattern | sagas | placed/s | drained in s | drain sagas/s | steady state sagas/s | drain / steady state |
+|---|---:|---:|---:|---:|---:|---:|
+EOF
+    tail -n +2 "$BACKLOG_CSV" | while IFS=, read -r m n placed secs rate; do
+        ss=$(stat "$m" "$TOP_CLIENTS" 3)
+        echo "| $m | $n | $(fmt "$placed") | $secs | $rate | $(fmt "$ss") | $(xratio "$rate" "$ss") |"
+    done
+fi
+
+if [ -n "${COST_MD:-}" ] && [ -s "$COST_MD" ]; then
+    cat <<EOF
+
+## What a saga costs the database
+
+\`bench/cost.sh\` in its own cluster: counted, not timed, so these hardly
+move between runs. Per order, over the tables of schemas \`saga\` and
+\`bench\`: WAL bytes (\`pg_current_wal_lsn()\` delta), rows inserted and
+updated, the share of updates that were HOT, rows deleted, index scans and
+index fetches (\`pg_stat_user_tables\`).
+
+EOF
+    cat "$COST_MD"
+fi
+
+for f in "$OUT"/perf-*.txt; do
+    [ -f "$f" ] || continue
+    m=$(basename "$f" .txt); m=${m#perf-}
+    printf '\n## Profile of the workers: %s\n\n```\n' "$m"
+    cat "$f"
+    printf '```\n'
+done
+
+# The targets of 1.2 part 4 (issue 13), from the figures above.
+wal_ratio() { # wal_ratio WORKLOAD PATTERN: the "ratio to (b)" column of cost.md
+    if [ -z "${COST_MD:-}" ] || [ ! -s "$COST_MD" ]; then echo "-"; return; fi
+    awk -F'|' -v w="$1" -v p="$2" '{ gsub(/ /, "", $2); gsub(/ /, "", $3); gsub(/ /, "", $5) } $2 == w && $3 == p { print $5 }' "$COST_MD"
+}
+lat() { awk -F, -v m="$1" -v f="$2" '$1 == m { print $f }' "$LAT_CSV"; }
+bl() { [ -n "${BACKLOG_CSV:-}" ] && awk -F, -v m="$1" '$1 == m { print $5 }' "$BACKLOG_CSV"; }
+cat <<EOF
+
+## Against the targets of 1.2 part 4
+
+| target | choreography | orchestration |
+|---|---:|---:|
+| WAL bytes per saga ≤ 2.0× (b) (wide / hot) | $(wal_ratio wide choreography) / $(wal_ratio hot choreography) | $(wal_ratio wide orchestration) / $(wal_ratio hot orchestration) |
+EOF
+for c in 4 8; do
+    [ -n "$(stat order_once "$c" 3)" ] || continue
+    echo "| throughput ≥ 0.9× (b), $c clients | $(xratio "$(stat choreography "$c" 3)" "$(stat order_once "$c" 3)") | $(xratio "$(stat orchestration "$c" 3)" "$(stat order_once "$c" 3)") |"
+done
+if [ -n "$(stat order_once_hot "$HC" 3)" ]; then
+    echo "| hot rows ≥ 0.7× their (b), $HC clients | $(xratio "$(stat hot_choreography "$HC" 3)" "$(stat order_once_hot "$HC" 3)") | $(xratio "$(stat hot_orchestration "$HC" 3)" "$(stat order_once_hot "$HC" 3)") |"
+fi
+echo "| p50 ≤ 3 ms / p99 ≤ 10 ms at half the best rate | $(lat choreography 5) / $(lat choreography 7) ms ($(lat choreography 3) clients) | $(lat orchestration 5) / $(lat orchestration 7) ms ($(lat orchestration 3) clients) |"
+if [ -n "${BACKLOG_CSV:-}" ] && [ "$(wc -l <"$BACKLOG_CSV")" -gt 1 ]; then
+    echo "| a backlog of ${BACKLOG} drains ≥ 0.9× steady state | $(xratio "$(bl choreography)" "$(stat choreography "$TOP_CLIENTS" 3)") | $(xratio "$(bl orchestration)" "$(stat orchestration "$TOP_CLIENTS" 3)") |"
+fi
+
 cat <<EOF
 
 ![throughput](throughput.png)

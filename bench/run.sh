@@ -16,8 +16,15 @@
 #     1, 2, 4, 8 pgbench clients, choreography and orchestration, sagas per
 #     second from the first placement to the last saga's end, with the
 #     invariants checked after every run (it fails, exit 1, if one breaks);
+#   - a hot-row workload (40 customers, 20 products, quantities 1 to 3)
+#     with BENCH_HOT_CLIENTS clients: (b) and both patterns on those rows;
 #   - the latency of a saga at half the best throughput (pgbench --rate);
-#   - the workers' CPU while idle, and the largest NOTIFY queue usage.
+#   - draining a backlog of BENCH_BACKLOG orders placed while the workers
+#     were stopped, against the steady-state rate;
+#   - a CPU profile of the workers (perf, when it is installed);
+#   - the workers' CPU while idle, and the largest NOTIFY queue usage;
+#   - what a saga costs the database (bench/cost.sh: WAL bytes, row writes
+#     and index lookups per order, next to (b)'s).
 # It writes bench/results/<timestamp>/ (results.md, throughput.png,
 # latency.png, raw.csv, the server log) and prints results.md.  The cluster
 # is stopped and removed on exit, also on failure.  See bench/README.md.
@@ -36,6 +43,10 @@
 #   BENCH_EXTENSION_VERSION CREATE EXTENSION saga VERSION ... (default: the control file's)
 #   BENCH_EXTRA_SETTINGS    more postgresql.conf lines, separated by ';' (none), e.g.
 #                           "saga.batch_size = 10; deadlock_timeout = '100ms'"
+#   BENCH_HOT_CLIENTS       clients of the hot-row runs (8)
+#   BENCH_BACKLOG           orders in the backlog drained at the end (200000; 0: skip)
+#   BENCH_PERF              1: profile the workers with perf, 0: do not (1 when perf is installed)
+#   BENCH_COST              1: also run bench/cost.sh and include its table (1)
 #   BENCH_PROFILE           1: also load pg_stat_statements (track = all) and write
 #                           profile.md, the statements that took the most time in
 #                           the throughput runs (this slows every run a little)
@@ -48,7 +59,8 @@ PGBIN=/usr/lib/postgresql/15/bin
 
 ENV_VARS=(BENCH_ORDERS BENCH_REPS BENCH_CLIENTS BENCH_LATENCY_SECONDS BENCH_BASELINE_SECONDS
           BENCH_IDLE_SECONDS BENCH_WORKERS BENCH_PORT BENCH_DRAIN_TIMEOUT BENCH_SKIP_SETUP
-          BENCH_EXTENSION_VERSION BENCH_EXTRA_SETTINGS BENCH_PROFILE)
+          BENCH_EXTENSION_VERSION BENCH_EXTRA_SETTINGS BENCH_PROFILE BENCH_HOT_CLIENTS
+          BENCH_BACKLOG BENCH_PERF BENCH_COST COST_ORDERS COST_CLIENTS)
 
 if [ "$(id -u)" -ne 0 ]; then
     if command -v sudo >/dev/null 2>&1; then
@@ -71,6 +83,10 @@ SKIP_SETUP="${BENCH_SKIP_SETUP:-0}"
 EXT_VERSION="${BENCH_EXTENSION_VERSION:-}"
 EXTRA_SETTINGS="${BENCH_EXTRA_SETTINGS:-}"
 PROFILE="${BENCH_PROFILE:-0}"
+HOT_CLIENTS="${BENCH_HOT_CLIENTS:-8}"
+BACKLOG="${BENCH_BACKLOG:-200000}"
+PERF="${BENCH_PERF:-$(command -v perf >/dev/null 2>&1 && echo 1 || echo 0)}"
+COST="${BENCH_COST:-1}"
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() {
@@ -90,6 +106,11 @@ posint BENCH_PORT "$FIRST_PORT"
 posint BENCH_DRAIN_TIMEOUT "$DRAIN_TIMEOUT"
 [[ "$EXT_VERSION" =~ ^[0-9A-Za-z._-]*$ ]] || die "BENCH_EXTENSION_VERSION: not a version: '$EXT_VERSION'"
 [[ "$PROFILE" =~ ^[01]$ ]] || die "BENCH_PROFILE must be 0 or 1, not '$PROFILE'"
+posint BENCH_HOT_CLIENTS "$HOT_CLIENTS"
+[[ "$BACKLOG" =~ ^[0-9]+$ ]] || die "BENCH_BACKLOG must be a number of orders (0: skip), not '$BACKLOG'"
+[[ "$PERF" =~ ^[01]$ ]] || die "BENCH_PERF must be 0 or 1, not '$PERF'"
+[[ "$COST" =~ ^[01]$ ]] || die "BENCH_COST must be 0 or 1, not '$COST'"
+[ "$PERF" = 0 ] || command -v perf >/dev/null 2>&1 || die "BENCH_PERF=1, but perf is not installed (Debian: linux-perf)"
 read -r -a CLIENT_LIST <<<"$CLIENTS"
 [ "${#CLIENT_LIST[@]}" -gt 0 ] || die "BENCH_CLIENTS is empty"
 for c in "${CLIENT_LIST[@]}"; do posint "BENCH_CLIENTS (each)" "$c"; done
@@ -229,6 +250,7 @@ HAVE_COUNTERS=
 [ "$(q "SELECT to_regprocedure('saga_counters()') IS NOT NULL")" = t ] && HAVE_COUNTERS=1
 retries() { [ -n "$HAVE_COUNTERS" ] && q "SELECT retries FROM saga_counters()" || true; }
 pgbench_tps() { sed -nE 's/^tps = ([0-9.]+) \(without initial connection time\).*/\1/p' "$1"; }
+fmt_rate() { awk -v x="$1" 'BEGIN { printf "%.0f", x }'; }
 pgbench_done() { sed -nE 's/^number of transactions actually processed: ([0-9]+).*/\1/p' "$1"; }
 
 # baseline KIND SCRIPT REP CLIENTS: one time-boxed pgbench run on fresh tables.
@@ -311,10 +333,11 @@ check_invariants() {
     [ "$dead" -eq 0 ] || say "note: $dead dead-lettered deliveries after $what"
 }
 
-# saga_run MODE REP CLIENTS: places the orders, waits for every saga to end,
-# checks the invariants, records sagas/s.
+# saga_run KIND REP CLIENTS [SCRIPT]: places the orders (with
+# pgbench/place_KIND.pgbench unless SCRIPT is given), waits for every saga
+# to end, checks the invariants, records sagas/s.
 saga_run() {
-    local mode=$1 rep=$2 clients=$3 log per total done tps since row dl0 dl r0 r
+    local mode=$1 rep=$2 clients=$3 script=${4:-place_$1.pgbench} log per total done tps since row dl0 dl r0 r
     log="$TMP/pgbench.log"
     per=$(( (ORDERS + clients - 1) / clients ))
     total=$(( per * clients ))
@@ -322,7 +345,7 @@ saga_run() {
     dl0=$(deadlocks)
     r0=$(retries)
     since=$(date +%s)
-    pgbench_run "$log" -c "$clients" -j "$clients" -t "$per" -f "$BENCH/pgbench/place_$mode.pgbench"
+    pgbench_run "$log" -c "$clients" -j "$clients" -t "$per" -f "$BENCH/pgbench/$script"
     tps=$(pgbench_tps "$log")
     done=$(pgbench_done "$log")
     [ "$done" = "$total" ] || die "pgbench placed $done orders, expected $total"
@@ -370,6 +393,57 @@ for rep in $(seq 1 "$REPS"); do
         done
     done
 done
+
+# The hot-row workload: 40 customers and 20 products with ample balance and
+# stock, quantities 1 to 3, every order completes; (b) and both patterns on
+# those rows, HOT_CLIENTS clients.
+say "hot rows: $REPS repetition(s) x (b) + 2 patterns, $HOT_CLIENTS clients"
+for rep in $(seq 1 "$REPS"); do
+    baseline order_once_hot order_once_hot.pgbench "$rep" "$HOT_CLIENTS"
+    for mode in "${MODES[@]}"; do
+        saga_run "hot_$mode" "$rep" "$HOT_CLIENTS" "place_hot_$mode.pgbench"
+    done
+done
+
+# A CPU profile of the workers (BENCH_PERF=1): one more run of each pattern
+# with the most clients, not counted above, with perf sampling the saga
+# workers' CPU (cpu-clock; call graphs from DWARF unwinding, since the
+# server is built without frame pointers).  perf-<pattern>.txt: the share
+# per library, the top symbols by their own time and by inclusive time;
+# perf-<pattern>.data: the samples, for perf report -i.
+if [ "$PERF" = 1 ]; then
+    perf_clients=${CLIENT_LIST[-1]}
+    for mode in "${MODES[@]}"; do
+        say "perf: the workers during $ORDERS $mode orders, $perf_clients clients"
+        reset_saga
+        pids=$(q "SELECT string_agg(pid::text, ',') FROM pg_stat_activity WHERE backend_type = 'saga worker' AND datname = 'bench'")
+        perf record -e cpu-clock -F 499 --call-graph dwarf,32768 -p "$pids" -o "$TMP/perf.data" >/dev/null 2>"$TMP/perf.err" &
+        perf_pid=$!
+        sleep 0.5
+        per=$(( (ORDERS + perf_clients - 1) / perf_clients ))
+        since=$(date +%s)
+        pgbench_run "$TMP/pgbench.log" -c "$perf_clients" -j "$perf_clients" -t "$per" -f "$BENCH/pgbench/place_$mode.pgbench"
+        drain "$since"
+        kill -INT "$perf_pid"; wait "$perf_pid" || true
+        check_invariants "the perf run of $mode" "$(( per * perf_clients ))"
+        {
+            echo "Share of the saga workers' CPU samples by library (perf, cpu-clock, $mode, $perf_clients clients):"
+            echo
+            perf report -i "$TMP/perf.data" --stdio --no-children --sort dso 2>/dev/null | grep -E '^ +[0-9]' | sed -n '1,8p'
+            echo
+            echo "Top symbols:"
+            echo
+            perf report -i "$TMP/perf.data" --stdio --no-children --sort dso,symbol 2>/dev/null | grep -E '^ +[0-9]' | sed -n '1,30p'
+            echo
+            echo "Inclusive (a function with everything it calls), 2% and more:"
+            echo
+            perf report -i "$TMP/perf.data" --stdio --children --sort symbol -g none --percent-limit 2 2>/dev/null \
+                | grep -E '^ +[0-9]' | sed -n '1,60p'
+        } >"$OUT/perf-$mode.txt"
+        mv "$TMP/perf.data" "$OUT/perf-$mode.data"
+        say "wrote $OUT/perf-$mode.txt"
+    done
+fi
 
 # Where the time of the throughput runs went, by statement (BENCH_PROFILE=1):
 # the workers' own statements, the handlers' and steps' (nested), and the
@@ -434,6 +508,37 @@ for mode in "${MODES[@]}"; do
 done
 stop_sampler
 
+# Draining a backlog: BACKLOG orders placed while the workers are stopped,
+# then the workers started; the rate is the sagas over the time from the
+# start of the workers to the last saga's end, against the steady-state
+# rate (the median throughput with the most clients, above).
+BACKLOG_CSV="$OUT/backlog.csv"
+echo "pattern,orders,placed_per_s,seconds,drain_per_s" >"$BACKLOG_CSV"
+if [ "$BACKLOG" -gt 0 ]; then
+    bl_clients=${CLIENT_LIST[-1]}
+    for mode in "${MODES[@]}"; do
+        say "backlog: $BACKLOG $mode orders placed with the workers stopped, then drained"
+        reset_saga
+        stop_workers
+        per=$(( (BACKLOG + bl_clients - 1) / bl_clients ))
+        pgbench_run "$TMP/pgbench.log" -c "$bl_clients" -j "$bl_clients" -t "$per" -f "$BENCH/pgbench/place_$mode.pgbench"
+        tps=$(pgbench_tps "$TMP/pgbench.log")
+        q "VACUUM ANALYZE" >/dev/null
+        q "CHECKPOINT" >/dev/null
+        t0=$(q "SELECT extract(epoch FROM clock_timestamp())")
+        since=$(date +%s)
+        start_workers
+        drain "$since"
+        check_invariants "the backlog of $mode" "$(( per * bl_clients ))"
+        row=$(q "SELECT count(*), round((extract(epoch FROM max(finished_at)) - $t0)::numeric, 1),
+                        round((count(*) / (extract(epoch FROM max(finished_at)) - $t0))::numeric)
+                   FROM saga.instance" | tr '|' ',')
+        IFS=, read -r n secs rate <<<"$row"
+        echo "$mode,$n,$tps,$secs,$rate" >>"$BACKLOG_CSV"
+        say "    $mode: $n sagas drained in $secs s = $rate sagas/s (placed at $(fmt_rate "$tps")/s)"
+    done
+fi
+
 # Idle cost: CPU of the launcher and the workers over IDLE_SECONDS.
 say "idle: the saga processes' CPU over ${IDLE_SECONDS}s"
 sleep 2
@@ -464,11 +569,19 @@ QUEUE_SAMPLES=$(grep -cE '^[0-9.eE+-]+$' "$SAMPLES" || true)
 QUEUE_NONZERO=$(grep -E '^[0-9.eE+-]+$' "$SAMPLES" | awk '$1 > 0' | wc -l)
 [ -n "$QUEUE_MAX" ] || die "the NOTIFY queue sampler recorded nothing: $(head -c 500 "$SAMPLES")"
 
+# What a saga costs the database, counted (bench/cost.sh, its own cluster).
+COST_MD="$OUT/cost.md"
+if [ "$COST" = 1 ]; then
+    say "cost: bench/cost.sh"
+    BENCH_SKIP_SETUP=1 BENCH_PORT=$(( PORT + 1 )) COST_REPORT="$COST_MD" BENCH_EXTRA_SETTINGS="$EXTRA_SETTINGS" \
+        bash "$BENCH/cost.sh" >/dev/null || die "bench/cost.sh failed"
+fi
+
 # --- Report -----------------------------------------------------------------
 
 say "writing $OUT"
 ELAPSED=$(( $(date +%s) - START_EPOCH ))
-export OUT RAW LAT_CSV PORT ORDERS REPS CLIENTS LAT_SECONDS BASE_SECONDS IDLE_SECONDS WORKERS \
+export OUT RAW LAT_CSV BACKLOG_CSV COST_MD HOT_CLIENTS BACKLOG PERF PORT ORDERS REPS CLIENTS LAT_SECONDS BASE_SECONDS IDLE_SECONDS WORKERS \
     IDLE_CPU IDLE_WALL IDLE_PCT NPROCS QUEUE_MAX QUEUE_SAMPLES QUEUE_NONZERO ELAPSED STAMP
 PGVERSION=$(q "SELECT version()")
 EXTVERSION=$(q "SELECT extversion FROM pg_extension WHERE extname = 'saga'")
