@@ -223,3 +223,4 @@ SELECT * FROM saga_check(ended_within => NULL);
 SELECT * FROM saga_check(deadline_slack => '-1 second');
 \set VERBOSITY default
 DROP ROLE saga_checker_user;
+DROP EXTENSION saga CASCADE;

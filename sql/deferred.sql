@@ -63,7 +63,7 @@ SELECT count(*) AS subscribed FROM (VALUES
 
 RESET ROLE;
 -- a saga's deliveries, in order, as the DBA sees them
-CREATE FUNCTION deliveries(saga bigint)
+CREATE FUNCTION public.deliveries(saga bigint)
 RETURNS TABLE (event_type text, consumer text, status text, attempts int, last_error text)
 LANGUAGE sql AS $$
     SELECT e.event_type, s.consumer, d.status, d.attempts, d.last_error
@@ -142,3 +142,10 @@ SELECT i.finished_at >= max(d.delivered_at) AS ended_after_its_compensations
  WHERE i.id = :aborted GROUP BY i.finished_at;
 SELECT * FROM deliveries(:aborted);
 SELECT * FROM saga_check();
+
+-- Clean up.
+SET client_min_messages = warning;
+DROP EXTENSION saga CASCADE;
+DROP SCHEMA relay CASCADE;
+DROP FUNCTION run_pending(), deliveries(bigint);
+DROP ROLE relay;

@@ -324,7 +324,7 @@ abort_saga(int64 saga_id, const char *reason, bool wait, Oid check_owner)
 		return false;			/* a last handler finished it meanwhile */
 	saga_mark_aborted(saga_id, reason);
 
-	saga_publish_event("SagaAborted",
+	saga_publish_event(SAGA_ABORTED_EVENT,
 					   saga_jsonb_strings(2, "saga_type", saga_type, "reason", reason),
 					   true, saga_id, saga_type, false, 0);
 	saga_count(SAGA_COUNT_ABORTED, 1);

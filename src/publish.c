@@ -72,19 +72,21 @@ PG_FUNCTION_INFO_V1(saga_unsubscribe);
 /*
  * Which subscriptions of event type $1 an event of saga $2 reaches: those
  * for every saga type or for its, and for SagaAborted only those whose
- * role may see the saga.
+ * role may see the saga.  The SagaAborted part is a plan of its own: its
+ * subplans would be set up at every other event's publication too.
  */
 #define SUBSCRIBERS_FILTER \
 	"     AND (s.saga_type IS NULL OR" \
-	"          s.saga_type = (SELECT i.saga_type FROM saga.instance i WHERE i.id = $2))" \
-	"     AND ($1 <> 'SagaAborted' OR" \
-	"          EXISTS (SELECT FROM saga.instance i" \
-	"                   WHERE i.id = $2" \
-	"                     AND (pg_has_role(s.owner::oid, i.owner::oid, 'USAGE') OR" \
-	"                          EXISTS (SELECT FROM saga.saga_grant g" \
-	"                                   WHERE g.saga_type = i.saga_type AND g.owner = i.owner" \
-	"                                     AND (g.grantee = 0 OR" \
-	"                                          pg_has_role(s.owner::oid, g.grantee::oid, 'USAGE'))))))"
+	"          s.saga_type = (SELECT i.saga_type FROM saga.instance i WHERE i.id = $2))"
+#define SUBSCRIBERS_ABORTED_FILTER \
+	SUBSCRIBERS_FILTER \
+	"     AND EXISTS (SELECT FROM saga.instance i" \
+	"                  WHERE i.id = $2" \
+	"                    AND (pg_has_role(s.owner::oid, i.owner::oid, 'USAGE') OR" \
+	"                         EXISTS (SELECT FROM saga.saga_grant g" \
+	"                                  WHERE g.saga_type = i.saga_type AND g.owner = i.owner" \
+	"                                    AND (g.grantee = 0 OR" \
+	"                                         pg_has_role(s.owner::oid, g.grantee::oid, 'USAGE')))))"
 #define PUBLISH_TAIL \
 	"   ORDER BY s.id)" \
 	"SELECT id FROM e"
@@ -96,23 +98,38 @@ static SagaPlan publish_plan = {
 	5, {TEXTOID, INT8OID, JSONBOID, TEXTOID, INT8OID}
 };
 
-/*
- * In a batch's handler (batch.c): the event only, and the subscriptions
- * publish_plan would make deliveries for, which wait in memory.
- */
-static SagaPlan publish_event_plan = {
-	"INSERT INTO saga.event (event_type, saga_id, payload, publisher, caused_by)"
-	" VALUES ($1, $2, $3, $4, $5)"
-	" RETURNING id",
+static SagaPlan publish_aborted_plan = {
+	PUBLISH_HEAD
+	SUBSCRIBERS_ABORTED_FILTER
+	PUBLISH_TAIL,
 	5, {TEXTOID, INT8OID, JSONBOID, TEXTOID, INT8OID}
 };
 
-static SagaPlan subscribers_plan = {
-	"SELECT s.id FROM saga.subscription s"
-	" WHERE s.event_type = $1"
+/*
+ * In a batch's handler (batch.c): the event, and the subscriptions
+ * publish_plan would make deliveries for, which wait in memory; one row
+ * per subscription, or one with a null subscription when there is none.
+ */
+#define PUBLISH_DEFER_HEAD \
+	"WITH e AS (" \
+	"  INSERT INTO saga.event (event_type, saga_id, payload, publisher, caused_by)" \
+	"  VALUES ($1, $2, $3, $4, $5)" \
+	"  RETURNING id) " \
+	"SELECT e.id, s.id FROM e LEFT JOIN saga.subscription s" \
+	"    ON s.event_type = $1"
+
+static SagaPlan publish_defer_plan = {
+	PUBLISH_DEFER_HEAD
 	SUBSCRIBERS_FILTER
 	" ORDER BY s.id",
-	2, {TEXTOID, INT8OID}
+	5, {TEXTOID, INT8OID, JSONBOID, TEXTOID, INT8OID}
+};
+
+static SagaPlan publish_defer_aborted_plan = {
+	PUBLISH_DEFER_HEAD
+	SUBSCRIBERS_ABORTED_FILTER
+	" ORDER BY s.id",
+	5, {TEXTOID, INT8OID, JSONBOID, TEXTOID, INT8OID}
 };
 
 /* The same before 1.2, whose subscriptions are for every saga type. */
@@ -221,6 +238,7 @@ saga_publish_event(const char *event_type, Jsonb *payload,
 	int			save_sec_context;
 	int64		event_id;
 	bool		isnull;
+	bool		aborted = strcmp(event_type, SAGA_ABORTED_EVENT) == 0;
 
 	values[0] = CStringGetTextDatum(event_type);
 	values[1] = Int64GetDatum(saga_id);
@@ -238,21 +256,26 @@ saga_publish_event(const char *event_type, Jsonb *payload,
 		uint64		i;
 
 		/* a later round of this batch runs its deliveries (batch.c) */
-		saga_execute(&publish_event_plan, values, nulls, false, 0);
+		saga_execute(aborted ? &publish_defer_aborted_plan : &publish_defer_plan,
+					 values, nulls, false, 0);
 		event_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 											   SPI_tuptable->tupdesc, 1, &isnull));
-		saga_execute(&subscribers_plan, values, nulls, false, 0);
 		for (i = 0; i < SPI_processed; i++)
-			saga_batch_defer(event_id,
-							 DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i],
-														 SPI_tuptable->tupdesc, 1, &isnull)),
-							 has_saga_id ? saga_id : 0);
+		{
+			Datum		subscription_id = SPI_getbinval(SPI_tuptable->vals[i],
+														SPI_tuptable->tupdesc, 2, &isnull);
+
+			if (!isnull)
+				saga_batch_defer(event_id, DatumGetInt32(subscription_id),
+								 has_saga_id ? saga_id : 0);
+		}
 		saga_end_as_owner(save_userid, save_sec_context);
 		SPI_finish();
 		saga_count(SAGA_COUNT_EVENTS, 1);
 		return event_id;
 	}
-	saga_execute(saga_schema_is_1_2() ? &publish_plan : &publish_plan_1_1,
+	saga_execute(!saga_schema_is_1_2() ? &publish_plan_1_1 :
+				 aborted ? &publish_aborted_plan : &publish_plan,
 				 values, nulls, false, 0);
 	saga_end_as_owner(save_userid, save_sec_context);
 	event_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],

@@ -42,6 +42,8 @@
 #define SAGA_SCHEMA			"saga"
 #define SAGA_EXTENSION		"saga"
 #define SAGA_NOTIFY_CHANNEL "saga"
+/* The event the engine publishes into a saga it aborts. */
+#define SAGA_ABORTED_EVENT	"SagaAborted"
 
 /* Number of condition variables that saga_await() sleeps on. */
 #define SAGA_AWAIT_CVS		64
