@@ -18,6 +18,7 @@ OBJS = \
 	src/retention.o \
 	src/publish.o \
 	src/grants.o \
+	src/labels.o \
 	src/instance.o \
 	src/wakeup.o \
 	src/lifecycle.o \
@@ -34,7 +35,7 @@ PG_CPPFLAGS = -I$(srcdir)/src
 
 # Suites driven by saga_run_pending(), in a cluster without the library
 # preloaded (so no worker competes with the test, and that mode is tested).
-REGRESS = choreography orchestration failures operations bad_input subscriptions security promises await ownership checker deferred
+REGRESS = choreography orchestration failures operations bad_input subscriptions security promises await ownership checker deferred labels
 REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=$(srcdir)/test/no_preload.conf
 
 # Suites that run through the background workers.

@@ -257,7 +257,8 @@ static SagaPlan role_rows_plan = {
 	"       (SELECT count(*) FROM saga.event_type WHERE owner = $1::oid::regrole),"
 	"       (SELECT count(*) FROM saga.event_grant WHERE grantee = $1::oid::regrole)"
 	"     + (SELECT count(*) FROM saga.saga_grant"
-	"         WHERE grantee = $1::oid::regrole OR owner = $1::oid::regrole)",
+	"         WHERE grantee = $1::oid::regrole OR owner = $1::oid::regrole)"
+	"     + (SELECT count(*) FROM saga.trace_client WHERE owner = $1::oid::regrole)",
 	1, {OIDOID}
 };
 
@@ -287,6 +288,13 @@ static SagaPlan reassign_plans[] = {
 	 "                  AND h.grantee = g.grantee)",
 	2, {OIDOID, OIDOID}},
 	{"UPDATE saga.saga_grant SET owner = $2::oid::regrole WHERE owner = $1::oid::regrole",
+	2, {OIDOID, OIDOID}},
+	/* trace labels: the new owner's own, where it has some, stay */
+	{"DELETE FROM saga.trace_client c WHERE c.owner = $1::oid::regrole"
+	 "   AND EXISTS (SELECT FROM saga.trace_client h"
+	 "                WHERE h.saga_type = c.saga_type AND h.owner = $2::oid::regrole)",
+	2, {OIDOID, OIDOID}},
+	{"UPDATE saga.trace_client SET owner = $2::oid::regrole WHERE owner = $1::oid::regrole",
 	2, {OIDOID, OIDOID}}
 };
 
@@ -295,6 +303,8 @@ static SagaPlan reassign_plans[] = {
 static SagaPlan drop_grants_plans[] = {
 	{"DELETE FROM saga.event_grant WHERE grantee = $1::oid::regrole", 1, {OIDOID}},
 	{"DELETE FROM saga.saga_grant WHERE grantee = $1::oid::regrole OR owner = $1::oid::regrole",
+	1, {OIDOID}},
+	{"DELETE FROM saga.trace_client WHERE owner = $1::oid::regrole AND NOT builtin",
 	1, {OIDOID}}
 };
 
@@ -381,8 +391,8 @@ refuse_drop_role(DropRoleStmt *stmt)
 		else
 			appendStringInfoString(&buf, "In this database ");
 		if (n[4] > 0)
-			appendStringInfo(&buf, INT64_FORMAT " grant%s of the saga engine name%s it.",
-							 n[4], n[4] == 1 ? "" : "s", n[4] == 1 ? "s" : "");
+			appendStringInfo(&buf, INT64_FORMAT " grant%s or trace label%s of the saga engine name%s it.",
+							 n[4], n[4] == 1 ? "" : "s", n[4] == 1 ? "" : "s", n[4] == 1 ? "s" : "");
 
 		ereport(ERROR,
 				(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
@@ -390,7 +400,7 @@ refuse_drop_role(DropRoleStmt *stmt)
 						spec->rolename),
 				 errdetail("%s", buf.data),
 				 errhint("Give its rows to another role with REASSIGN OWNED BY %s TO another_role, "
-						 "then take back its grants with DROP OWNED BY %s (or remove its subscriptions "
+						 "then take back its grants and trace labels with DROP OWNED BY %s (or remove its subscriptions "
 						 "with saga_unsubscribe()), in every database that uses saga.",
 						 quote_identifier(spec->rolename), quote_identifier(spec->rolename))));
 	}

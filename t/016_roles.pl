@@ -44,7 +44,8 @@ su(q{
 	    saga_unsubscribe(text, text),
 	    saga_begin(text, interval), saga_complete(bigint), saga_fail(bigint, text),
 	    saga_define(text, saga.step[]), saga_start(text, jsonb, interval),
-	    saga_grant_events(text, text, text), saga_grant_sagas(text, text)
+	    saga_grant_events(text, text, text), saga_grant_sagas(text, text),
+	    saga_label_trace(text, text, text, text, text)
 	TO apps;
 	CREATE ROLE app3 LOGIN IN ROLE apps;
 	CREATE ROLE app4 LOGIN IN ROLE apps;
@@ -67,6 +68,10 @@ as('app4', q{
 	SELECT saga_grant_events('Thing4', 'app3');
 });
 as('app3', q{SELECT saga_grant_sagas('s3', 'app4')});
+# trace labels: two of app4's, one for a saga type heir has labelled too
+as('heir', q{SELECT saga_label_trace('x4', 'heir client', 'go', 'done', 'oops')});
+as('app4', q{SELECT saga_label_trace('s4', 'app4 client', 'go', 'done', 'oops');
+SELECT saga_label_trace('x4', 'app4 client', 'go', 'done', 'oops')});
 su(q{SELECT saga_pause_consumer('c4')});
 as('app4', q{SELECT saga_begin('s4') AS id \gset
 SELECT saga_publish('Thing4', '{"n": 4}', :id)});
@@ -75,8 +80,8 @@ my ($rc, $out, $err) = $node->psql('shop', 'DROP ROLE app4');
 isnt($rc, 0, 'DROP ROLE of a role with engine rows in the database is refused');
 like($err, qr/ERROR:  role "app4" cannot be dropped because the saga engine still names it/,
 	'... with a clear error');
-like($err, qr/DETAIL:  .*1 subscription.*1 saga definition.*1 saga\b.*1 event type.*1 grant/s,
-	'... whose detail counts what it owns and what it was granted');
+like($err, qr/DETAIL:  .*1 subscription.*1 saga definition.*1 saga\b.*1 event type.*3 grants or trace labels/s,
+	'... whose detail counts what it owns, what it was granted and its trace labels');
 like($err, qr/HINT:  .*REASSIGN OWNED BY app4/, '... and whose hint names the remedy');
 ($rc, undef, $err) = $node->psql('shop', '\set VERBOSITY verbose
 DROP ROLE app4');
@@ -90,8 +95,12 @@ is(su(q{SELECT (SELECT string_agg(owner::text, ',') FROM saga.subscription WHERE
 	|| ' ' || (SELECT owner::text FROM saga.event_type WHERE name = 'Thing4')}),
 	'heir heir heir heir',
 	'REASSIGN OWNED moves its subscriptions, definitions, sagas and event types');
+is(su(q{SELECT string_agg(saga_type || ':' || owner::text || ':' || client, ' ' ORDER BY saga_type)
+	FROM saga.trace_client WHERE NOT builtin}),
+	's4:heir:app4 client x4:heir:heir client',
+	'... and its trace labels, where the new owner has none of its own');
 ($rc, undef, $err) = $node->psql('shop', 'DROP ROLE app4');
-like($err, qr/1 grant/, 'what was granted to it still names it');
+like($err, qr/1 grant or trace label of/, 'what was granted to it still names it');
 su('DROP OWNED BY app4');
 is(su(q{SELECT count(*) FROM saga.saga_grant WHERE grantee = 'app4'::regrole}), '0',
 	'DROP OWNED takes back what was granted to it');

@@ -1159,3 +1159,29 @@ CREATE OR REPLACE VIEW saga_backlog AS
         ON w.service = sv.service
       LEFT JOIN saga.paused_consumer p ON p.consumer = sv.service
      GROUP BY sv.service, p.consumer;
+
+
+------------------------------------------------------------------------------
+-- Trace labels: how a role's own sagas' traces name their client
+------------------------------------------------------------------------------
+
+-- saga.trace_client without a SQL API could be written by the DBA only.
+-- A role labels the traces of its own sagas of a type (the row's owner is
+-- the calling role); the example's builtin row is left alone.
+CREATE FUNCTION saga_label_trace(saga_type text, client text, start_message text,
+                                 completed_message text, failed_message text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'saga_label_trace'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION saga_label_trace(text, text, text, text, text) IS
+'the traces of the calling role''s sagas of saga_type show client sending start_message and answered completed_message or failed_message';
+
+CREATE FUNCTION saga_unlabel_trace(saga_type text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'saga_unlabel_trace'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION saga_unlabel_trace(text) IS
+'the traces of the calling role''s sagas of saga_type show "client", "start" and the status again; false if they did already';
+
+REVOKE ALL ON FUNCTION saga_label_trace(text, text, text, text, text), saga_unlabel_trace(text)
+    FROM PUBLIC;
