@@ -43,7 +43,8 @@ su('shop', q{
 	    saga_publish(text, jsonb, bigint, text),
 	    saga_subscribe(text, text, regprocedure, text, boolean, text),
 	    saga_begin(text, interval), saga_complete(bigint), saga_fail(bigint, text),
-	    saga_define(text, saga.step[]), saga_start(text, jsonb, interval)
+	    saga_define(text, saga.step[]), saga_start(text, jsonb, interval),
+	    saga_label_trace(text, text, text, text, text)
 	TO app;
 	CREATE SCHEMA travel AUTHORIZATION app;
 	SELECT saga_set_balance('alice', 1000);
@@ -104,6 +105,9 @@ app('shop', q{
 	    saga_step('hotel',  'travel.book_hotel(jsonb)',  'travel.cancel_hotel(jsonb)'),
 	    saga_step('car',    'travel.book_car(jsonb)'));
 });
+
+# the user's trips are booked by a traveller: its trace label is dumped
+app('shop', q{SELECT saga_label_trace('trip', 'traveller', 'POST /trips', '201 Booked', '409 Sorry')});
 
 sub start_signup
 {
@@ -174,7 +178,7 @@ is(su('shop', "SELECT count(*) FROM saga.instance WHERE status = 'pending'"),
 # and of the user's tables, and the sequences.
 my @tables = qw(saga.instance saga.event saga.delivery saga.step_run saga.subscription
   saga.definition saga.definition_step saga.paused_consumer saga.account saga.product
-  saga.orders saga.payment saga.reservation travel.mailbox travel.booking);
+  saga.orders saga.payment saga.reservation saga.trace_client travel.mailbox travel.booking);
 sub table_digests
 {
 	my ($dbname) = @_;
@@ -325,8 +329,8 @@ is(await_saga('restored', $signup), 'completed', 'restored: a new signup (user s
 my $trip = start_trip('restored', 'Oslo');
 is(await_saga('restored', $trip), 'completed', 'restored: a new trip (user saga, orchestration) completes');
 is( su('restored', "SELECT string_agg(message, ', ' ORDER BY seq) FROM saga_trace($trip)"),
-	'start, flight, 200 OK, hotel, 200 OK, car, 200 OK, completed',
-	'restored: the new trip\'s trace');
+	'POST /trips, flight, 200 OK, hotel, 200 OK, car, 200 OK, 201 Booked',
+	'restored: the new trip\'s trace, with its labels');
 
 # the source database was not touched by any of this
 is(su('shop', "SELECT count(*) FROM saga.instance WHERE status = 'pending'"),
