@@ -164,20 +164,20 @@ BEGIN
     INSERT INTO peeked VALUES (t);
     RETURN true;
 END $$;
-SELECT count(*) FROM saga.visible_subscription WHERE mm_other.peek(consumer);
-SELECT count(*) FROM saga.visible_publication WHERE mm_other.peek(publisher);
-SELECT count(*) FROM saga.visible_definition_step WHERE mm_other.peek(definition);
+SELECT count(*) FROM saga_visible_subscriptions WHERE mm_other.peek(consumer);
+SELECT count(*) FROM saga_publications WHERE mm_other.peek(publisher);
+SELECT count(*) FROM saga_definition_steps WHERE mm_other.peek(definition);
 SELECT count(*) FROM saga_definitions WHERE mm_other.peek(name);
 SELECT DISTINCT t FROM peeked ORDER BY t;
 RESET ROLE;
 -- (without the barrier, the same query would have shown mm_app's)
-ALTER VIEW saga.visible_subscription SET (security_barrier = false);
+ALTER VIEW saga_visible_subscriptions SET (security_barrier = false);
 SET ROLE mm_other;
 TRUNCATE peeked;
-SELECT count(*) FROM saga.visible_subscription WHERE mm_other.peek(consumer);
+SELECT count(*) FROM saga_visible_subscriptions WHERE mm_other.peek(consumer);
 SELECT count(*) > 0 AS leaked_without_barrier FROM peeked WHERE t = 'mailer';
 RESET ROLE;
-ALTER VIEW saga.visible_subscription SET (security_barrier = true);
+ALTER VIEW saga_visible_subscriptions SET (security_barrier = true);
 RESET ROLE;
 
 SET ROLE mm_app;

@@ -1181,8 +1181,9 @@ CREATE OR REPLACE VIEW saga_backlog AS
  * tell; a view can (current_user in a view is the role that reads it,
  * while the view reads the tables as its owner).  So the rows a role may
  * see are views, security barriers so that no function of the reader's
- * sees the rows before the check, which PUBLIC may read; the functions
- * are SECURITY INVOKER and read nothing else.
+ * sees the rows before the check, which PUBLIC may read (beside the other
+ * views, not in schema saga, whose relations nobody else may read); the
+ * functions are SECURITY INVOKER and read nothing else.
  */
 
 -- Text inside a quoted label of a Mermaid flowchart: the quote ends the
@@ -1224,7 +1225,7 @@ COMMENT ON VIEW saga_definitions IS
 'the versions of orchestrated sagas (saga_define) the current role may see: its own, and those shared with it by saga_grant_sagas()';
 GRANT SELECT ON saga_definitions TO PUBLIC;
 
-CREATE VIEW saga.visible_definition_step WITH (security_barrier) AS
+CREATE VIEW saga_definition_steps WITH (security_barrier) AS
     SELECT ds.definition, ds.version, ds.step_no, ds.name, ds.service,
            ds.action, ds.compensation, ds.request, ds.compensation_request
       FROM saga.definition_step ds
@@ -1234,11 +1235,11 @@ CREATE VIEW saga.visible_definition_step WITH (security_barrier) AS
         OR EXISTS (SELECT FROM saga.saga_grant g
                     WHERE g.saga_type = d.name AND g.owner = d.owner
                       AND (g.grantee = 0 OR pg_has_role(g.grantee, 'USAGE')));
-COMMENT ON VIEW saga.visible_definition_step IS
+COMMENT ON VIEW saga_definition_steps IS
 'the steps of the definitions the current role may see (saga_definition_mermaid reads them)';
-GRANT SELECT ON saga.visible_definition_step TO PUBLIC;
+GRANT SELECT ON saga_definition_steps TO PUBLIC;
 
-CREATE VIEW saga.visible_subscription WITH (security_barrier) AS
+CREATE VIEW saga_visible_subscriptions WITH (security_barrier) AS
     SELECT s.id, s.consumer, s.event_type, s.handler, s.owner, s.on_failure, s.forward, s.saga_type
       FROM saga.subscription s
      WHERE saga.reader_is_dba()
@@ -1247,15 +1248,15 @@ CREATE VIEW saga.visible_subscription WITH (security_barrier) AS
             AND EXISTS (SELECT FROM saga.saga_grant g
                          WHERE g.saga_type = s.saga_type AND g.owner = s.owner
                            AND (g.grantee = 0 OR pg_has_role(g.grantee, 'USAGE'))));
-COMMENT ON VIEW saga.visible_subscription IS
+COMMENT ON VIEW saga_visible_subscriptions IS
 'the subscriptions the current role may see (saga_topology_mermaid reads them)';
-GRANT SELECT ON saga.visible_subscription TO PUBLIC;
+GRANT SELECT ON saga_visible_subscriptions TO PUBLIC;
 
 -- Who published which event type, in answer to which (the type of the
 -- event whose handler published it, caused_by), in sagas of which type:
 -- one row per combination still kept (saga.retention), SagaAborted aside
 -- (the engine publishes it).
-CREATE VIEW saga.visible_publication WITH (security_barrier) AS
+CREATE VIEW saga_publications WITH (security_barrier) AS
     SELECT p.event_type, p.publisher, p.cause_type, p.saga_type
       FROM (SELECT e.event_type, e.publisher, c.event_type AS cause_type,
                    i.saga_type, i.owner, e.saga_id IS NULL AS outside
@@ -1273,9 +1274,9 @@ CREATE VIEW saga.visible_publication WITH (security_barrier) AS
                              WHERE g.saga_type = p.saga_type AND g.owner = p.owner
                                AND (g.grantee = 0 OR pg_has_role(g.grantee, 'USAGE')))))
         OR (p.outside AND t.owner IS NOT NULL AND pg_has_role(t.owner, 'USAGE'));
-COMMENT ON VIEW saga.visible_publication IS
+COMMENT ON VIEW saga_publications IS
 'which publisher published which event type, caused by which, in sagas of which type, as far as the current role may see and the events are kept (saga_topology_mermaid reads it)';
-GRANT SELECT ON saga.visible_publication TO PUBLIC;
+GRANT SELECT ON saga_publications TO PUBLIC;
 
 /*
  * saga_definition_mermaid: the forward chain start -> step -> ... ->
@@ -1328,11 +1329,11 @@ BEGIN
                lead('n' || (ds.step_no + 1), 1, 'completed') OVER w AS next_node,
                -- where a failure of this step goes: the compensation of the
                -- last step before it that has one, else failed
-               coalesce((SELECT 'c' || (p.step_no + 1) FROM saga.visible_definition_step p
+               coalesce((SELECT 'c' || (p.step_no + 1) FROM @extschema@.saga_definition_steps p
                           WHERE p.definition = ds.definition AND p.version = ds.version
                             AND p.step_no < ds.step_no AND p.compensation IS NOT NULL
                           ORDER BY p.step_no DESC LIMIT 1), 'failed') AS back_node
-          FROM saga.visible_definition_step ds
+          FROM @extschema@.saga_definition_steps ds
          WHERE ds.definition = saga_definition_mermaid.name AND ds.version = v
         WINDOW w AS (ORDER BY ds.step_no))
     SELECT string_agg(line, E'\n' ORDER BY ord1, ord2)
@@ -1400,16 +1401,16 @@ DECLARE
     diagram text;
 BEGIN
     WITH typed AS (
-        SELECT s.* FROM saga.visible_subscription s
+        SELECT s.* FROM @extschema@.saga_visible_subscriptions s
          WHERE saga_topology_mermaid.saga_type IS NULL OR s.saga_type = saga_topology_mermaid.saga_type),
     pubs AS (
         SELECT DISTINCT p.event_type, p.publisher, p.cause_type
-          FROM saga.visible_publication p
+          FROM @extschema@.saga_publications p
          WHERE saga_topology_mermaid.saga_type IS NULL OR p.saga_type = saga_topology_mermaid.saga_type),
     subs AS (
         SELECT * FROM typed
         UNION ALL
-        SELECT s.* FROM saga.visible_subscription s
+        SELECT s.* FROM @extschema@.saga_visible_subscriptions s
          WHERE saga_topology_mermaid.saga_type IS NOT NULL AND s.saga_type IS NULL
            AND s.event_type IN (SELECT t.event_type FROM typed t
                                 UNION SELECT t.on_failure FROM typed t
