@@ -1185,3 +1185,343 @@ COMMENT ON FUNCTION saga_unlabel_trace(text) IS
 
 REVOKE ALL ON FUNCTION saga_label_trace(text, text, text, text, text), saga_unlabel_trace(text)
     FROM PUBLIC;
+
+------------------------------------------------------------------------------
+-- Pictures: a definition and the choreography as Mermaid flowcharts
+------------------------------------------------------------------------------
+
+/*
+ * saga_definition_mermaid(name, version) draws an orchestrated saga's
+ * steps and compensations; saga_topology_mermaid(saga_type) draws who
+ * publishes and who consumes which event types.  Both show a role only
+ * what it may see (README, "Who may see and subscribe to what"): a
+ * definition, or a subscription for one saga type, to the roles that have
+ * its owner's privileges and to those the owner granted that saga type to
+ * (as saga_trace_mermaid shows sagas); an unrestricted subscription to the
+ * roles with its owner's privileges; the events of a saga to the roles
+ * that may see the saga, an event outside sagas to the roles with its
+ * type's owner's privileges.  A role with the tables' owner's privileges
+ * (the DBA) sees everything.
+ *
+ * The check needs the caller, which a SECURITY DEFINER function cannot
+ * tell; a view can (current_user in a view is the role that reads it,
+ * while the view reads the tables as its owner).  So the rows a role may
+ * see are views, security barriers so that no function of the reader's
+ * sees the rows before the check, which PUBLIC may read (beside the other
+ * views, not in schema saga, whose relations nobody else may read); the
+ * functions are SECURITY INVOKER and read nothing else.
+ */
+
+-- Text inside a quoted label of a Mermaid flowchart: the quote ends the
+-- label, '#' starts an entity, '<', '>' and '&' are HTML, '|' ends an
+-- edge label, a backtick starts a Markdown string, ';' ends a statement
+-- in some renderers.  Each is written as its entity (the originals of
+-- '#' and ';' through placeholders, so that the entities' own are kept).
+CREATE FUNCTION saga.mermaid_label(value text)
+RETURNS text
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT replace(replace(
+           replace(replace(replace(replace(replace(replace(
+               translate(value, E'#;\n\r\t', E'\x01\x02   '),
+               '"', '#34;'), '<', '#60;'), '>', '#62;'), '&', '#38;'), '|', '#124;'), '`', '#96;'),
+           E'\x01', '#35;'), E'\x02', '#59;')
+$$;
+
+-- Whether the reader has the privileges of the owner of the engine's tables.
+CREATE FUNCTION saga.reader_is_dba()
+RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_has_role(c.relowner, 'USAGE') FROM pg_class c WHERE c.oid = 'saga.definition'::regclass
+$$;
+GRANT EXECUTE ON FUNCTION saga.reader_is_dba() TO PUBLIC;
+
+CREATE VIEW saga_definitions WITH (security_barrier) AS
+    SELECT d.name, d.version, d.owner, d.steps, d.created_at
+      FROM saga.definition d
+     WHERE saga.reader_is_dba()
+        OR pg_has_role(d.owner, 'USAGE')
+        OR EXISTS (SELECT FROM saga.saga_grant g
+                    WHERE g.saga_type = d.name AND g.owner = d.owner
+                      AND (g.grantee = 0 OR pg_has_role(g.grantee, 'USAGE')));
+COMMENT ON VIEW saga_definitions IS
+'the versions of orchestrated sagas (saga_define) the current role may see: its own, and those shared with it by saga_grant_sagas()';
+GRANT SELECT ON saga_definitions TO PUBLIC;
+
+CREATE VIEW saga_definition_steps WITH (security_barrier) AS
+    SELECT ds.definition, ds.version, ds.step_no, ds.name, ds.service,
+           ds.action, ds.compensation, ds.request, ds.compensation_request
+      FROM saga.definition_step ds
+      JOIN saga.definition d ON d.name = ds.definition AND d.version = ds.version
+     WHERE saga.reader_is_dba()
+        OR pg_has_role(d.owner, 'USAGE')
+        OR EXISTS (SELECT FROM saga.saga_grant g
+                    WHERE g.saga_type = d.name AND g.owner = d.owner
+                      AND (g.grantee = 0 OR pg_has_role(g.grantee, 'USAGE')));
+COMMENT ON VIEW saga_definition_steps IS
+'the steps of the definitions the current role may see (saga_definition_mermaid reads them)';
+GRANT SELECT ON saga_definition_steps TO PUBLIC;
+
+CREATE VIEW saga_visible_subscriptions WITH (security_barrier) AS
+    SELECT s.id, s.consumer, s.event_type, s.handler, s.owner, s.on_failure, s.forward, s.saga_type
+      FROM saga.subscription s
+     WHERE saga.reader_is_dba()
+        OR pg_has_role(s.owner, 'USAGE')
+        OR (s.saga_type IS NOT NULL
+            AND EXISTS (SELECT FROM saga.saga_grant g
+                         WHERE g.saga_type = s.saga_type AND g.owner = s.owner
+                           AND (g.grantee = 0 OR pg_has_role(g.grantee, 'USAGE'))));
+COMMENT ON VIEW saga_visible_subscriptions IS
+'the subscriptions the current role may see (saga_topology_mermaid reads them)';
+GRANT SELECT ON saga_visible_subscriptions TO PUBLIC;
+
+-- Who published which event type, in answer to which (the type of the
+-- event whose handler published it, caused_by), in sagas of which type:
+-- one row per combination still kept (saga.retention), SagaAborted aside
+-- (the engine publishes it).
+CREATE VIEW saga_publications WITH (security_barrier) AS
+    SELECT p.event_type, p.publisher, p.cause_type, p.saga_type
+      FROM (SELECT e.event_type, e.publisher, c.event_type AS cause_type,
+                   i.saga_type, i.owner, e.saga_id IS NULL AS outside
+              FROM saga.event e
+              LEFT JOIN saga.event c ON c.id = e.caused_by
+              LEFT JOIN saga.instance i ON i.id = e.saga_id
+             WHERE e.event_type <> 'SagaAborted'
+             GROUP BY e.event_type, e.publisher, c.event_type, i.saga_type, i.owner,
+                      e.saga_id IS NULL) p
+      LEFT JOIN saga.event_type t ON t.name = p.event_type
+     WHERE saga.reader_is_dba()
+        OR (p.owner IS NOT NULL
+            AND (pg_has_role(p.owner, 'USAGE')
+                 OR EXISTS (SELECT FROM saga.saga_grant g
+                             WHERE g.saga_type = p.saga_type AND g.owner = p.owner
+                               AND (g.grantee = 0 OR pg_has_role(g.grantee, 'USAGE')))))
+        OR (p.outside AND t.owner IS NOT NULL AND pg_has_role(t.owner, 'USAGE'));
+COMMENT ON VIEW saga_publications IS
+'which publisher published which event type, caused by which, in sagas of which type, as far as the current role may see and the events are kept (saga_topology_mermaid reads it)';
+GRANT SELECT ON saga_publications TO PUBLIC;
+
+/*
+ * saga_definition_mermaid: the forward chain start -> step -> ... ->
+ * completed, solid; for each step the way back when it fails (its own
+ * writes are rolled back, it has nothing to undo): dotted, to the
+ * compensation of the last step before it that has one, then from
+ * compensation to compensation, last first, to failed.
+ */
+CREATE FUNCTION saga_definition_mermaid(name text, version integer DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v integer := saga_definition_mermaid.version;
+    versions text;
+    diagram text;
+BEGIN
+    IF name IS NULL THEN
+        RAISE EXCEPTION 'name must not be null' USING ERRCODE = 'null_value_not_allowed',
+            HINT = 'Give the name of an orchestrated saga: SELECT DISTINCT name FROM saga_definitions lists those you may see.';
+    END IF;
+    SELECT string_agg(d.version::text, ', ' ORDER BY d.version), max(d.version)
+      INTO versions, v
+      FROM @extschema@.saga_definitions d
+     WHERE d.name = saga_definition_mermaid.name;
+    IF versions IS NULL THEN
+        RAISE EXCEPTION 'saga definition "%" does not exist', name
+            USING ERRCODE = 'undefined_object',
+                  DETAIL = 'A definition is shown to its owner, to roles that have the owner''s privileges and to those the owner granted its saga type to.',
+                  HINT = 'SELECT DISTINCT name FROM saga_definitions lists the definitions you may see.';
+    END IF;
+    IF saga_definition_mermaid.version IS NOT NULL THEN
+        IF NOT EXISTS (SELECT FROM @extschema@.saga_definitions d
+                        WHERE d.name = saga_definition_mermaid.name
+                          AND d.version = saga_definition_mermaid.version) THEN
+            RAISE EXCEPTION 'saga definition "%" has no version %', name, saga_definition_mermaid.version
+                USING ERRCODE = 'undefined_object',
+                      HINT = format(CASE WHEN versions LIKE '%,%' THEN 'Its versions are %s'
+                                         ELSE 'Its only version is %s' END
+                                    || '; leave the version out for the latest.', versions);
+        END IF;
+        v := saga_definition_mermaid.version;
+    END IF;
+
+    WITH s AS (
+        SELECT ds.step_no, ds.name, ds.service, ds.action, ds.compensation, ds.request,
+               coalesce(ds.compensation_request, 'compensate ' || ds.name) AS compensation_request,
+               'n' || (ds.step_no + 1) AS node, 'c' || (ds.step_no + 1) AS cnode,
+               lead('n' || (ds.step_no + 1), 1, 'completed') OVER w AS next_node,
+               -- where a failure of this step goes: the compensation of the
+               -- last step before it that has one, else failed
+               coalesce((SELECT 'c' || (p.step_no + 1) FROM @extschema@.saga_definition_steps p
+                          WHERE p.definition = ds.definition AND p.version = ds.version
+                            AND p.step_no < ds.step_no AND p.compensation IS NOT NULL
+                          ORDER BY p.step_no DESC LIMIT 1), 'failed') AS back_node
+          FROM @extschema@.saga_definition_steps ds
+         WHERE ds.definition = saga_definition_mermaid.name AND ds.version = v
+        WINDOW w AS (ORDER BY ds.step_no))
+    SELECT string_agg(line, E'\n' ORDER BY ord1, ord2)
+      INTO diagram
+      FROM (SELECT 0 AS ord1, 0 AS ord2, 'flowchart LR' AS line
+            UNION ALL
+            SELECT 1, 0, format('    start(["%s v%s"])', saga.mermaid_label(saga_definition_mermaid.name), v)
+            UNION ALL
+            SELECT 2, s.step_no, format('    %s["%s<br/>%s: %s<br/>%s"]', s.node,
+                                        saga.mermaid_label(s.name), saga.mermaid_label(s.service),
+                                        saga.mermaid_label(s.request), saga.mermaid_label(s.action::text))
+              FROM s
+            UNION ALL
+            SELECT 3, 0, '    completed(["completed"])'
+            UNION ALL
+            SELECT 4, -s.step_no, format('    %s["undo %s<br/>%s: %s<br/>%s"]:::undo', s.cnode,
+                                         saga.mermaid_label(s.name), saga.mermaid_label(s.service),
+                                         saga.mermaid_label(s.compensation_request),
+                                         saga.mermaid_label(s.compensation::text))
+              FROM s WHERE s.compensation IS NOT NULL
+            UNION ALL
+            SELECT 5, 0, '    failed(["failed"])'
+            UNION ALL
+            SELECT 6, 0, '    start --> n1'
+            UNION ALL
+            SELECT 7, s.step_no, format('    %s -->|ok| %s', s.node, s.next_node) FROM s
+            UNION ALL
+            SELECT 8, s.step_no, format('    %s -.->|fails| %s', s.node, s.back_node) FROM s
+            UNION ALL
+            -- a compensation done goes on to the one before it
+            SELECT 9, -s.step_no, format('    %s -.-> %s', s.cnode,
+                                         (SELECT b.back_node FROM s b WHERE b.step_no = s.step_no))
+              FROM s WHERE s.compensation IS NOT NULL
+            UNION ALL
+            SELECT 10, 0, '    classDef undo stroke-dasharray: 5 5') lines;
+    RETURN diagram;
+END
+$$;
+COMMENT ON FUNCTION saga_definition_mermaid(text, integer) IS
+'an orchestrated saga''s steps (default: its latest version) as a Mermaid flowchart: the steps forward, and the compensations that run, last first, when a later step fails (its owner, and the roles it granted the saga type to)';
+
+/*
+ * saga_topology_mermaid: event types (rounded), the subscriptions that
+ * consume them (consumer and handler), and who publishes them.  The
+ * subscriptions say who consumes; who publishes is learnt from the events
+ * still kept (saga.retention): an event published by a handler (its
+ * publisher is the consumer, caused_by the event it handled) is drawn
+ * from that subscription, any other from its publisher (the name given to
+ * saga_publish, else the role).  A subscription's on_failure event is
+ * published on a dead letter, SagaAborted by the engine on an abort: both
+ * are known without history.  An event type that is consumed with no
+ * known publisher, or published with no subscriber, is drawn dashed, and
+ * says so: before any event has been published, every consumed type
+ * but those is "no known publisher".
+ *
+ * With a saga type: its subscriptions, the events of its sagas, and the
+ * subscriptions for every saga type to the event types those involve.
+ */
+CREATE FUNCTION saga_topology_mermaid(saga_type text DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    diagram text;
+BEGIN
+    WITH typed AS (
+        SELECT s.* FROM @extschema@.saga_visible_subscriptions s
+         WHERE saga_topology_mermaid.saga_type IS NULL OR s.saga_type = saga_topology_mermaid.saga_type),
+    pubs AS (
+        SELECT DISTINCT p.event_type, p.publisher, p.cause_type
+          FROM @extschema@.saga_publications p
+         WHERE saga_topology_mermaid.saga_type IS NULL OR p.saga_type = saga_topology_mermaid.saga_type),
+    subs AS (
+        SELECT * FROM typed
+        UNION ALL
+        SELECT s.* FROM @extschema@.saga_visible_subscriptions s
+         WHERE saga_topology_mermaid.saga_type IS NOT NULL AND s.saga_type IS NULL
+           AND s.event_type IN (SELECT t.event_type FROM typed t
+                                UNION SELECT t.on_failure FROM typed t
+                                UNION SELECT p.event_type FROM pubs p)),
+    types AS (
+        SELECT s.event_type AS name FROM subs s
+        UNION SELECT s.on_failure FROM subs s WHERE s.on_failure IS NOT NULL
+        UNION SELECT p.event_type FROM pubs p),
+    tn AS (
+        SELECT t.name, row_number() OVER (ORDER BY t.name COLLATE "C") AS num,
+               EXISTS (SELECT FROM subs s WHERE s.event_type = t.name) AS consumed,
+               (t.name = 'SagaAborted'
+                OR EXISTS (SELECT FROM pubs p WHERE p.event_type = t.name)
+                OR EXISTS (SELECT FROM subs s WHERE s.on_failure = t.name)) AS published
+          FROM types t),
+    sn AS (
+        SELECT s.consumer, s.event_type, s.handler, s.on_failure, s.forward,
+               row_number() OVER (ORDER BY s.consumer COLLATE "C", s.event_type COLLATE "C") AS num
+          FROM subs s),
+    -- each publication: from the subscription whose handler published it,
+    -- else from its publisher
+    pe AS (
+        SELECT p.event_type, p.publisher,
+               (SELECT sn.num FROM sn WHERE sn.consumer = p.publisher AND sn.event_type = p.cause_type) AS sub
+          FROM pubs p),
+    pn AS (
+        SELECT x.publisher, row_number() OVER (ORDER BY x.publisher COLLATE "C") AS num
+          FROM (SELECT DISTINCT pe.publisher FROM pe WHERE pe.sub IS NULL) x),
+    -- edges: (kind, from, to); nodes are e<n> (event types), h<n>
+    -- (subscriptions), p<n> (publishers) and engine
+    edges AS (
+        SELECT DISTINCT 1 AS kind,
+               CASE WHEN pe.sub IS NOT NULL THEN 'h' ELSE 'p' END AS fp, coalesce(pe.sub, pn.num) AS fnum,
+               'e' AS tp, tn.num AS tnum, '-->' AS arrow
+          FROM pe
+          LEFT JOIN pn ON pe.sub IS NULL AND pn.publisher = pe.publisher
+          JOIN tn ON tn.name = pe.event_type
+        UNION ALL
+        SELECT 2, 'h', sn.num, 'e', tn.num, '-.->|on failure|'
+          FROM sn JOIN tn ON tn.name = sn.on_failure
+        UNION ALL
+        SELECT 3, 'engine', NULL, 'e', tn.num, '-.->|on abort|'
+          FROM tn WHERE tn.name = 'SagaAborted'
+        UNION ALL
+        SELECT 4, 'e', tn.num, 'h', sn.num,
+               CASE WHEN sn.forward THEN '-->' ELSE '-.->|compensation|' END
+          FROM sn JOIN tn ON tn.name = sn.event_type)
+    SELECT string_agg(line, E'\n' ORDER BY ord1, ord2, ord3, ord4)
+      INTO diagram
+      FROM (SELECT 0 AS ord1, 0::bigint AS ord2, 0::bigint AS ord3, 0::bigint AS ord4,
+                   'flowchart LR' AS line
+            UNION ALL
+            SELECT 1, tn.num, 0, 0,
+                   format('    e%s(["%s%s%s"])%s', tn.num, saga.mermaid_label(tn.name),
+                          CASE WHEN NOT tn.published THEN '<br/>no known publisher' ELSE '' END,
+                          CASE WHEN NOT tn.consumed THEN '<br/>no subscriber' ELSE '' END,
+                          CASE WHEN tn.published AND tn.consumed THEN '' ELSE ':::missing' END)
+              FROM tn
+            UNION ALL
+            SELECT 2, sn.num, 0, 0,
+                   format('    h%s["%s<br/>%s"]%s', sn.num, saga.mermaid_label(sn.consumer),
+                          saga.mermaid_label(sn.handler::text),
+                          CASE WHEN sn.forward THEN '' ELSE ':::undo' END)
+              FROM sn
+            UNION ALL
+            SELECT 3, pn.num, 0, 0, format('    p%s("%s")', pn.num, saga.mermaid_label(pn.publisher))
+              FROM pn
+            UNION ALL
+            SELECT 4, 0, 0, 0, '    engine{{"saga engine"}}'
+              FROM tn WHERE tn.name = 'SagaAborted'
+            UNION ALL
+            SELECT 5, 0, 0, 0, '    empty["no subscriptions or published events to show"]'
+             WHERE NOT EXISTS (SELECT FROM tn)
+            UNION ALL
+            SELECT 6, edges.kind * 10 + CASE edges.fp WHEN 'e' THEN 1 WHEN 'h' THEN 2 WHEN 'p' THEN 3 ELSE 4 END,
+                   coalesce(edges.fnum, 0), edges.tnum,
+                   format('    %s%s %s %s%s', edges.fp, coalesce(edges.fnum::text, ''), edges.arrow,
+                          edges.tp, edges.tnum)
+              FROM edges
+            UNION ALL
+            SELECT 7, 0, 0, 0, '    classDef missing stroke:#c00,stroke-width:2px,stroke-dasharray: 5 5'
+            UNION ALL
+            SELECT 7, 1, 0, 0, '    classDef undo stroke-dasharray: 5 5') lines;
+    RETURN diagram;
+END
+$$;
+COMMENT ON FUNCTION saga_topology_mermaid(text) IS
+'the choreography as a Mermaid flowchart: which subscriptions consume which event types and, as far as the events kept show, who publishes them; a type consumed with no known publisher or published with no subscriber is dashed (what the current role may see; saga_type: only what sagas of that type involve)';
