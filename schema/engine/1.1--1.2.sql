@@ -1182,8 +1182,11 @@ CREATE OR REPLACE VIEW saga_backlog AS
  * Not SECURITY DEFINER: the caller must be able to grant on the functions
  * itself, which is checked first so that a caller who cannot gets an
  * error, not GRANT's "no privileges were granted" warning.  A later
- * version that adds an application function grants it, in its update
- * script, to the roles that hold EXECUTE on saga_publish().
+ * version that adds an application function tells the DBA to run
+ * saga_grant_app() again for each application role (it is idempotent)
+ * rather than GRANT it in its update script: PostgreSQL records a GRANT
+ * made there as the extension's initial privilege (pg_init_privs), which
+ * pg_dump leaves out, so that a restore would lose it.
  */
 CREATE FUNCTION saga.app_functions()
 RETURNS regprocedure[]
