@@ -35,7 +35,7 @@ PG_CPPFLAGS = -I$(srcdir)/src
 
 # Suites driven by saga_run_pending(), in a cluster without the library
 # preloaded (so no worker competes with the test, and that mode is tested).
-REGRESS = choreography orchestration failures operations bad_input subscriptions security promises await ownership mermaid checker deferred labels
+REGRESS = choreography orchestration failures operations bad_input subscriptions security promises await ownership mermaid checker deferred labels app_roles
 REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=$(srcdir)/test/no_preload.conf
 
 # Suites that run through the background workers.

@@ -25,6 +25,7 @@ PACKAGES=(
     postgresql-contrib
     libipc-run-perl          # TAP tests (t/*.pl)
     libkrb5-dev              # gssapi.h, included by server headers (libpq-be.h)
+    prometheus-postgres-exporter # t/019_exporter.pl scrapes examples/prometheus/saga_queries.yaml
     make
     gcc
 )

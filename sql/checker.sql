@@ -223,4 +223,5 @@ SELECT * FROM saga_check(ended_within => NULL);
 SELECT * FROM saga_check(deadline_slack => '-1 second');
 \set VERBOSITY default
 DROP ROLE saga_checker_user;
+-- Clean up, as every suite does: the next one creates the extension afresh.
 DROP EXTENSION saga CASCADE;

@@ -5,8 +5,8 @@
 -- (search_path pinned: function, operator and pg_temp shadowing), and its
 -- handlers and saga steps run with its own rights only.
 --
--- saga_attacker is an application role with exactly the README's GRANT;
--- saga_customer has no grant at all.  The superuser running this file
+-- saga_attacker is an application role with exactly the README's grant
+-- (saga_grant_app); saga_customer has no grant at all.  The superuser running this file
 -- stands in for the workers (saga_run_pending()) and owns the extension.
 -- Every check is a result that would differ if the engine were insecure.
 --
@@ -42,17 +42,8 @@ CREATE TABLE sec_canary (note text, who name DEFAULT current_user);
 
 CREATE ROLE saga_attacker NOLOGIN;
 CREATE ROLE saga_customer NOLOGIN;
--- the README's GRANT, verbatim
-GRANT EXECUTE ON FUNCTION
-    saga_publish(text, jsonb, bigint, text),
-    saga_subscribe(text, text, regprocedure, text, boolean, text),
-    saga_unsubscribe(text, text),
-    saga_begin(text, interval), saga_complete(bigint), saga_fail(bigint, text),
-    saga_define(text, saga.step[]), saga_start(text, jsonb, interval), saga_retry(bigint),
-    saga_cancel(bigint, text),
-    saga_grant_events(text, text, text), saga_revoke_events(text, text, text),
-    saga_grant_sagas(text, text), saga_revoke_sagas(text, text)
-TO saga_attacker;
+-- the README's grant: saga_grant_app
+SELECT saga_grant_app('saga_attacker');
 -- a schema of its own (as if it had CREATE on the database)
 CREATE SCHEMA evil AUTHORIZATION saga_attacker;
 

@@ -290,6 +290,16 @@ my %compare = (
 		       || service || ' ' || action || ' ' || coalesce(compensation::text, '-') || ' ' || builtin
 		  FROM saga.definition_step
 		 ORDER BY 1},
+	# what pg_dump takes for the extension's own privileges, pg_monitor's:
+	# the same after the updates as after CREATE EXTENSION
+	'pg_monitor\'s initial privileges' => q{
+		SELECT pg_describe_object(i.classoid, i.objoid, i.objsubid) || ' ' || a.privilege_type
+		  FROM pg_init_privs i, aclexplode(i.initprivs) a
+		 WHERE i.privtype = 'e' AND a.grantee = 'pg_monitor'::regrole
+		   AND (i.classoid, i.objoid) IN (SELECT classid, objid FROM pg_depend
+		                  WHERE refclassid = 'pg_extension'::regclass AND deptype = 'e'
+		                    AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'saga'))
+		 ORDER BY 1},
 	'grants' => q{
 		SELECT p.oid::regprocedure || ' ' || coalesce(p.proacl::text, '-')
 		  FROM pg_proc p
@@ -316,6 +326,8 @@ for my $what (sort keys %compare)
 # the 1.1 members are among them (a sanity check of the query itself)
 my $members = q_db($db, $compare{'extension members'});
 like($members, qr/^view saga_stats\n/m, 'the members include view saga_stats');
+like(q_db($db, $compare{'pg_monitor\'s initial privileges'}), qr/^view saga_stats SELECT$/m,
+	'pg_monitor\'s initial privileges include SELECT on saga_stats');
 like($members, qr/^function saga_trace_mermaid\(bigint\)\n/m,
 	'the members include function saga_trace_mermaid(bigint)');
 

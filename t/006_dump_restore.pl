@@ -39,13 +39,7 @@ su('postgres', 'CREATE DATABASE shop');
 su('postgres', 'CREATE ROLE app LOGIN');
 su('shop', q{
 	CREATE EXTENSION saga;
-	GRANT EXECUTE ON FUNCTION
-	    saga_publish(text, jsonb, bigint, text),
-	    saga_subscribe(text, text, regprocedure, text, boolean, text),
-	    saga_begin(text, interval), saga_complete(bigint), saga_fail(bigint, text),
-	    saga_define(text, saga.step[]), saga_start(text, jsonb, interval),
-	    saga_label_trace(text, text, text, text, text)
-	TO app;
+	SELECT saga_grant_app('app');
 	CREATE SCHEMA travel AUTHORIZATION app;
 	SELECT saga_set_balance('alice', 1000);
 	SELECT saga_set_balance('bob', 0);
@@ -219,6 +213,23 @@ my $defs_query = q{
 	                       WHERE s.definition = d.name AND s.version = d.version),
 	                  E'\n' ORDER BY d.name, d.version)
 	  FROM saga.definition d};
+# Who may do what: the extension's functions' and views' privileges (the
+# application role's grants, made by saga_grant_app(), are in the dump;
+# pg_monitor's, made by the install script, come with CREATE EXTENSION).
+my $acl_query = q{
+	SELECT string_agg(o || ' ' || coalesce(acl, 'default'), E'\n' ORDER BY o)
+	  FROM (SELECT p.oid::regprocedure::text AS o, p.proacl::text AS acl
+	          FROM pg_proc p JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+	         WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
+	        UNION ALL
+	        SELECT c.oid::regclass::text, c.relacl::text
+	          FROM pg_class c JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = c.oid
+	         WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e') x};
+my $acl_before = su('shop', $acl_query);
+like($acl_before, qr/^saga_publish\(text,jsonb,bigint,text\) \{\w+=X\/\w+,app=X\/\w+\}$/m,
+	'shop: app may call saga_publish (saga_grant_app)');
+like($acl_before, qr/^saga_stuck \{\w+=arwdDxt\/\w+,pg_monitor=r\/\w+\}$/m,
+	'shop: pg_monitor may read saga_stuck');
 my $subs_before = su('shop', $subs_query);
 my $defs_before = su('shop', $defs_query);
 like($subs_before, qr/^mailer UserSignedUp travel\.send_welcome\(saga\.event\) app false$/m,
@@ -258,6 +269,8 @@ for my $t (@tables, 'sequences')
 	is($after->{$t}, $before->{$t}, "restored: $t is the same as in shop");
 }
 is(su('restored', $subs_query), $subs_before, 'restored: the same subscriptions');
+is(su('restored', $acl_query), $acl_before,
+	'restored: the same privileges on the extension\'s functions and views (app\'s, pg_monitor\'s)');
 is(su('restored', $defs_query), $defs_before, 'restored: the same definitions');
 is( su('restored',
 		'SELECT count(*) FROM (SELECT consumer, event_type FROM saga.subscription GROUP BY 1, 2 HAVING count(*) > 1) x'),
@@ -370,6 +383,8 @@ for my $t (qw(saga.instance saga.step_run saga.payment saga.reservation travel.b
 is( su('restored_plain',
 		"SELECT count(*) FROM saga_orders WHERE reason LIKE 'unknown %'"),
 	'0', 'plain restore: no order failed because a table was not loaded yet');
+is(su('restored_plain', $acl_query), $acl_before,
+	'plain restore: the same privileges on the extension\'s functions and views');
 is(su('restored_plain', "SELECT count(*) FROM saga.instance WHERE status = 'pending'"),
 	'14', 'plain restore: the 14 sagas in flight wait for their paused consumers');
 

@@ -1525,3 +1525,167 @@ END
 $$;
 COMMENT ON FUNCTION saga_topology_mermaid(text) IS
 'the choreography as a Mermaid flowchart: which subscriptions consume which event types and, as far as the events kept show, who publishes them; a type consumed with no known publisher or published with no subscriber is dashed (what the current role may see; saga_type: only what sagas of that type involve)';
+
+------------------------------------------------------------------------------
+-- Application roles in one step
+------------------------------------------------------------------------------
+
+/*
+ * An application role defines and runs sagas of its own: it may call the
+ * functions below (saga.app_functions()).  saga_grant_app(role) grants
+ * EXECUTE on them, saga_revoke_app(role) takes it back; both are for the
+ * extension's owner (or a member of it, or a superuser), who owns the
+ * functions and so may grant on them.
+ *
+ * Why functions that grant, and not a role the extension creates that
+ * users are made members of: roles are the cluster's, not the database's.
+ * A role made by CREATE EXTENSION would outlive DROP EXTENSION, collide
+ * with the same CREATE EXTENSION in another database, and a member of it
+ * would be an application role in every database that has the extension.
+ * GRANTs on the extension's functions belong to this database and go
+ * with DROP EXTENSION; pg_dump keeps them (they differ from pg_init_privs).
+ *
+ * Not SECURITY DEFINER: the caller must be able to grant on the functions
+ * itself, which is checked first so that a caller who cannot gets an
+ * error, not GRANT's "no privileges were granted" warning.  A later
+ * version that adds an application function tells the DBA to run
+ * saga_grant_app() again for each application role (it is idempotent)
+ * rather than GRANT it in its update script: PostgreSQL records a GRANT
+ * made there as the extension's initial privilege (pg_init_privs), which
+ * pg_dump leaves out, so that a restore would lose it.
+ */
+CREATE FUNCTION saga.app_functions()
+RETURNS regprocedure[]
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT ARRAY[
+        '@extschema@.saga_publish(text, jsonb, bigint, text)',
+        '@extschema@.saga_subscribe(text, text, regprocedure, text, boolean, text)',
+        '@extschema@.saga_unsubscribe(text, text)',
+        '@extschema@.saga_begin(text, interval)',
+        '@extschema@.saga_complete(bigint)',
+        '@extschema@.saga_fail(bigint, text)',
+        '@extschema@.saga_define(text, saga.step[])',
+        '@extschema@.saga_start(text, jsonb, interval)',
+        '@extschema@.saga_retry(bigint)',
+        '@extschema@.saga_cancel(bigint, text)',
+        '@extschema@.saga_grant_events(text, text, text)',
+        '@extschema@.saga_revoke_events(text, text, text)',
+        '@extschema@.saga_grant_sagas(text, text)',
+        '@extschema@.saga_revoke_sagas(text, text)',
+        '@extschema@.saga_label_trace(text, text, text, text, text)',
+        '@extschema@.saga_unlabel_trace(text)'
+    ]::regprocedure[]
+$$;
+COMMENT ON FUNCTION saga.app_functions() IS
+'the functions an application role may call (saga_grant_app() grants them)';
+
+-- The checks both functions make; returns the extension's owner.
+CREATE FUNCTION saga.check_app_role(role regrole, verb text)
+RETURNS regrole
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    owner regrole;
+BEGIN
+    IF role IS NULL THEN
+        RAISE EXCEPTION 'role must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = format('Name the role: SELECT saga_%s_app(''app'').', verb);
+    END IF;
+    IF role = 0 THEN
+        RAISE EXCEPTION 'an application role must be a role, not PUBLIC'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('Make a group role the application role (SELECT saga_%s_app(''apps'')) and its users members of it (GRANT apps TO alice).', verb);
+    END IF;
+    SELECT e.extowner::regrole INTO owner FROM pg_extension e WHERE e.extname = 'saga';
+    IF NOT pg_has_role(current_user, owner, 'USAGE') THEN
+        RAISE EXCEPTION '%', CASE verb WHEN 'grant' THEN format('permission denied to make role %s an application role', role)
+                                       ELSE format('permission denied to revoke the application functions from role %s', role) END
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = format('The extension''s owner (%s), a member of it, or a superuser can.', owner);
+    END IF;
+    RETURN owner;
+END
+$$;
+COMMENT ON FUNCTION saga.check_app_role(regrole, text) IS
+'the checks of saga_grant_app() and saga_revoke_app(); returns the extension''s owner';
+
+CREATE FUNCTION saga_grant_app(role regrole)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM saga.check_app_role(role, 'grant');
+    EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %s',
+                   array_to_string(saga.app_functions()::text[], ', '), role);
+END
+$$;
+COMMENT ON FUNCTION saga_grant_app(regrole) IS
+'make role an application role: grant it EXECUTE on the functions that define and run sagas (saga.app_functions()); idempotent';
+
+CREATE FUNCTION saga_revoke_app(role regrole)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    owner regrole := saga.check_app_role(role, 'revoke');
+    had boolean;
+    through text;
+BEGIN
+    IF role = owner THEN
+        RAISE EXCEPTION 'role % owns the extension: it keeps its functions', role
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'The example''s functions (saga_place_order) call them with its rights.';
+    END IF;
+    SELECT EXISTS (SELECT FROM pg_proc p, aclexplode(p.proacl) a
+                    WHERE p.oid = ANY (saga.app_functions()) AND a.grantee = role)
+      INTO had;
+    EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM %s',
+                   array_to_string(saga.app_functions()::text[], ', '), role);
+    -- It may still have them through PUBLIC or a role it inherits from.
+    SELECT string_agg(DISTINCT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END,
+                      ', ')
+      INTO through
+      FROM pg_proc p, aclexplode(p.proacl) a
+     WHERE p.oid = ANY (saga.app_functions()) AND a.privilege_type = 'EXECUTE'
+       AND (a.grantee = 0 OR (a.grantee <> owner AND pg_has_role(role, a.grantee, 'USAGE')));
+    IF (SELECT rolsuper FROM pg_roles WHERE oid = role) THEN
+        RAISE WARNING 'role % is a superuser: it may still call every function', role;
+    ELSIF through IS NOT NULL THEN
+        RAISE WARNING 'role % may still call the application functions through %', role, through
+            USING HINT = 'Revoke them from those roles too, or take role ' || role || ' out of them.';
+    END IF;
+    RETURN had;
+END
+$$;
+COMMENT ON FUNCTION saga_revoke_app(regrole) IS
+'undo saga_grant_app(): revoke EXECUTE on the application functions from role; false if it had none of them (a WARNING if it still has them through PUBLIC or a role it inherits)';
+
+-- (saga.check_app_role() stays callable: a DBA granted saga_grant_app()
+-- who does not own the extension gets its error, which says who may.)
+REVOKE ALL ON FUNCTION saga_grant_app(regrole), saga_revoke_app(regrole),
+                       saga.app_functions() FROM PUBLIC;
+
+------------------------------------------------------------------------------
+-- pg_monitor reads the DBA's views
+------------------------------------------------------------------------------
+
+/*
+ * As PostgreSQL's statistics views are, the DBA's views are readable by
+ * the members of pg_monitor (a monitoring system's login, such as
+ * postgres_exporter's): SELECT on each, and EXECUTE on the functions that
+ * read shared memory for them (a view's functions are checked against the
+ * user of the view, not its owner).  They show every role's sagas, with
+ * their data and last errors, as pg_stat_activity shows pg_monitor every
+ * session's query.  Nothing else: not the tables, not saga_run_pending().
+ */
+GRANT SELECT ON saga_instances, saga_stuck, saga_dead_letters, saga_backlog,
+                saga_subscriptions, saga_workers, saga_stats, saga_databases
+   TO pg_monitor;
+GRANT EXECUTE ON FUNCTION saga_worker_status(), saga_counters(), saga_database_status()
+   TO pg_monitor;
