@@ -237,6 +237,37 @@ SELECT own_try('SELECT saga_publish(''Shared'', ''{}'')') AS spy_publishes_after
 RESET ROLE;
 DROP EXTENSION saga CASCADE;
 
+--
+-- 6. The owner's views are security barriers: a cheap function of the
+-- reader's in the WHERE clause sees only the rows the reader may see,
+-- not every role's before the check.
+--
+CREATE EXTENSION saga;
+GRANT EXECUTE ON FUNCTION saga_begin(text, interval), saga_fail(bigint, text),
+                          saga_publish(text, jsonb, bigint, text),
+                          saga_subscribe(text, text, regprocedure, text, boolean, text)
+   TO own_clinic, own_spy;
+SET ROLE own_clinic;
+CREATE FUNCTION clinic.on_secret(e saga.event) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'secret diagnosis'; END $$;
+SELECT saga_subscribe('ward', 'Diagnosis', 'clinic.on_secret(saga.event)', saga_type => 'secret') > 0;
+SELECT saga_begin('secret') AS secret \gset
+SELECT saga_publish('Diagnosis', '{}', :secret) > 0;
+RESET ROLE;
+SELECT saga_run_pending() >= 0 AS ran;
+SET ROLE own_spy;
+CREATE FUNCTION spy.peek(a text, b text) RETURNS boolean LANGUAGE plpgsql COST 0.0000001 AS $$
+BEGIN RAISE NOTICE 'spy saw % %', a, b; RETURN true; END $$;
+SELECT saga_begin('mine') AS mine \gset
+SELECT count(*) AS my_sagas FROM saga_my_sagas WHERE spy.peek(saga_type, coalesce(last_error, '-'));
+SELECT count(*) AS my_stuck FROM saga_my_stuck WHERE spy.peek(problem, coalesce(remedy, '-'));
+SELECT count(*) AS my_dead_letters FROM saga_my_dead_letters WHERE spy.peek(consumer, coalesce(last_error, '-'));
+RESET ROLE;
+SELECT reloptions FROM pg_class
+ WHERE oid IN ('saga_my_sagas'::regclass, 'saga_my_stuck'::regclass, 'saga_my_dead_letters'::regclass)
+ ORDER BY relname;
+DROP EXTENSION saga CASCADE;
+
 -- Clean up.
 DROP SCHEMA clinic, spy CASCADE;
 DROP FUNCTION own_try(text), own_try_hint(text);

@@ -1689,3 +1689,16 @@ GRANT SELECT ON saga_instances, saga_stuck, saga_dead_letters, saga_backlog,
    TO pg_monitor;
 GRANT EXECUTE ON FUNCTION saga_worker_status(), saga_counters(), saga_database_status()
    TO pg_monitor;
+
+
+------------------------------------------------------------------------------
+-- The owner's views are security barriers
+------------------------------------------------------------------------------
+
+-- saga_my_sagas, saga_my_stuck and saga_my_dead_letters show the rows whose
+-- owner the reader has the privileges of.  Without the barrier, a cheap
+-- function of the reader's in a WHERE clause ran before that check and
+-- saw every role's sagas, remedies and errors.
+ALTER VIEW saga_my_sagas SET (security_barrier = true);
+ALTER VIEW saga_my_stuck SET (security_barrier = true);
+ALTER VIEW saga_my_dead_letters SET (security_barrier = true);
