@@ -19,6 +19,7 @@ OBJS = \
 	src/publish.o \
 	src/grants.o \
 	src/labels.o \
+	src/end_notify.o \
 	src/instance.o \
 	src/wakeup.o \
 	src/lifecycle.o \
@@ -44,7 +45,7 @@ REGRESS_WORKERS_OPTS = --dbname=saga_workers_regression --temp-instance=tmp_chec
 
 # Concurrency specs: sessions calling saga_run_pending() stand for workers
 # (the same claim-and-dispatch code), so that the interleavings are exact.
-ISOLATION = race_last_unit race_balance claim_skip_locked sweep_tied_deadlines abort_race
+ISOLATION = race_last_unit race_balance claim_skip_locked sweep_tied_deadlines abort_race end_notify
 ISOLATION_OPTS = --temp-instance=tmp_check_isolation --temp-config=$(srcdir)/test/no_preload.conf
 
 TAP_TESTS = 1

@@ -26,6 +26,7 @@ PACKAGES=(
     libipc-run-perl          # TAP tests (t/*.pl)
     libkrb5-dev              # gssapi.h, included by server headers (libpq-be.h)
     prometheus-postgres-exporter # t/019_exporter.pl scrapes examples/prometheus/saga_queries.yaml
+    python3-psycopg          # t/020_python_example.pl runs examples/python/place_order.py
     make
     gcc
 )

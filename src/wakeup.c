@@ -22,6 +22,8 @@
  *	  to an idle worker's latch, by the sender or the listener;
  *	- sessions in saga_await(), for sagas that finished: the condition
  *	  variable the saga's id hashes to is broadcast after the commit;
+ *	- clients that asked to be told of a saga's end (end_notify.c): the
+ *	  sagas it finished are NOTIFYed before the commit, once per channel;
  *	- the launcher, after CREATE EXTENSION saga, after CREATE or DROP
  *	  DATABASE, after a transaction that paused a database's workers
  *	  (see utility.c), and when a restore stops holding them back: that
@@ -47,6 +49,7 @@
 #include "utils/wait_event.h"
 
 #include "saga.h"
+#include "end_notify.h"
 #include "lifecycle.h"
 #include "shmem.h"
 #include "stats.h"
@@ -112,6 +115,7 @@ void
 saga_note_finished(int64 saga_id)
 {
 	finished_cvs_in_xact |= UINT64CONST(1) << await_cv_index(saga_id);
+	saga_end_notify_note(saga_id);
 }
 
 /*
@@ -168,6 +172,7 @@ reset_xact_state(void)
 	published_in_xact = false;
 	notified_in_xact = false;
 	finished_cvs_in_xact = 0;
+	saga_end_notify_reset();
 }
 
 /*
@@ -188,6 +193,8 @@ saga_xact_callback(XactEvent event, void *arg)
 	switch (event)
 	{
 		case XACT_EVENT_PRE_COMMIT:
+			/* clients that asked to be told of the sagas it ended */
+			saga_end_notify_send();
 			if (published_in_xact && SagaShmem != NULL && MySagaWorker == NULL &&
 				claim_notify())
 			{

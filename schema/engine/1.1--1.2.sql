@@ -1702,3 +1702,28 @@ GRANT EXECUTE ON FUNCTION saga_worker_status(), saga_counters(), saga_database_s
 ALTER VIEW saga_my_sagas SET (security_barrier = true);
 ALTER VIEW saga_my_stuck SET (security_barrier = true);
 ALTER VIEW saga_my_dead_letters SET (security_barrier = true);
+
+
+------------------------------------------------------------------------------
+-- Clients that are told: a NOTIFY when a saga ends
+------------------------------------------------------------------------------
+
+-- A client asks, in the transaction that starts a saga, to be told when it
+-- ends; the transaction that ends it (a worker's batch, most often) sends
+-- one NOTIFY per channel with "id:status" of every such saga it ended.
+ALTER TABLE saga.instance ADD COLUMN notify_channel text;
+COMMENT ON COLUMN saga.instance.notify_channel IS
+'the channel NOTIFYed when the saga ends (saga_notify_on_end), or NULL';
+-- what a committing transaction looks up for the sagas it ended: only
+-- those that asked, so that the others cost one probe of an index that
+-- is empty but for them
+CREATE INDEX instance_notify_idx ON saga.instance (id) WHERE notify_channel IS NOT NULL;
+
+CREATE FUNCTION saga_notify_on_end(saga_id bigint, channel text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'saga_notify_on_end'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION saga_notify_on_end(bigint, text) IS
+'when the saga ends, NOTIFY channel with "id:status" (one NOTIFY per channel and committing transaction, for every such saga it ended); false if the saga has ended already';
+-- as saga_status: any role, for the sagas it may see
+GRANT EXECUTE ON FUNCTION saga_notify_on_end(bigint, text) TO PUBLIC;
