@@ -253,8 +253,10 @@ BEGIN
     END LOOP;
     RETURN false;
 END $$;
-SELECT count(*) AS workers_here FROM pg_stat_activity
- WHERE backend_type = 'saga worker' AND datname = current_database();
+-- (a worker may look in, right after CREATE DATABASE, and leave: none stays)
+SELECT wait_for($$(SELECT count(*) FROM pg_stat_activity
+                   WHERE backend_type = 'saga worker' AND datname = current_database()) = 0$$)
+       AS no_worker_stays;
 CREATE EXTENSION saga;
 SELECT saga_set_balance('late', 10);
 SELECT saga_set_stock('thing', 1);
