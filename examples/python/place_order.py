@@ -61,17 +61,9 @@ def main():
         conn.execute('SELECT saga_set_stock(%s, 0)', (SOLD_OUT,))
         conn.execute('LISTEN %s' % channel)
 
-        placed = {}
-        for mode, product, expected in orders:
-            with conn.transaction():
-                (order,) = conn.execute(
-                    'SELECT saga_place_order(%s, %s, 1, 10.00, %s)',
-                    (CUSTOMER, product, mode)).fetchone()
-                conn.execute('SELECT saga_notify_on_end(%s, %s)', (order, channel))
-            placed[order] = (mode, product, expected)
-            print('placed order %d (%s, %s)' % (order, mode, product))
-
-        # told: each notification names the sagas that ended in one commit
+        # told: each notification names the sagas that ended in one commit;
+        # the handler is in place before the first order, which may end
+        # while the next ones are placed
         # (psycopg 3.1 hands notifications to a handler whenever the
         # connection reads from the server: wait until it has something to
         # read, then let it read)
@@ -86,6 +78,17 @@ def main():
                 print('told: order %s %s' % (saga_id, status))
 
         conn.add_notify_handler(on_notify)
+
+        placed = {}
+        for mode, product, expected in orders:
+            with conn.transaction():
+                (order,) = conn.execute(
+                    'SELECT saga_place_order(%s, %s, 1, 10.00, %s)',
+                    (CUSTOMER, product, mode)).fetchone()
+                conn.execute('SELECT saga_notify_on_end(%s, %s)', (order, channel))
+            placed[order] = (mode, product, expected)
+            print('placed order %d (%s, %s)' % (order, mode, product))
+
         conn.execute('SELECT 1')        # what came while placing
         deadline = time.monotonic() + args.timeout
         while not set(placed) <= set(ended) and time.monotonic() < deadline:
