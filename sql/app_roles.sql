@@ -29,6 +29,19 @@ EXCEPTION WHEN OTHERS THEN
                       (SELECT extowner::regrole::text FROM pg_extension WHERE extname = 'saga'), '<owner>') END);
 END $$;
 GRANT EXECUTE ON FUNCTION app_try(text) TO PUBLIC;
+-- The same, with the error's detail (the owner as <owner>).
+CREATE FUNCTION app_try_detail(stmt text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    detail text;
+BEGIN
+    EXECUTE stmt;
+    RETURN 'ok';
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS detail = PG_EXCEPTION_DETAIL;
+    RETURN concat(SQLSTATE, ': ', replace(detail,
+                      (SELECT extowner::regrole::text FROM pg_extension WHERE extname = 'saga'), '<owner>'));
+END $$;
+GRANT EXECUTE ON FUNCTION app_try_detail(text) TO PUBLIC;
 -- What the workers do, without the dead-letter WARNINGs (they carry ids).
 CREATE FUNCTION app_run_sagas() RETURNS boolean LANGUAGE plpgsql
 SET client_min_messages = error AS $$
@@ -152,6 +165,12 @@ SET ROLE app_user;
 SELECT id = :porto_id AS porto, status, reason, data->>'flight_cancelled' AS flight_cancelled
   FROM saga_my_sagas WHERE saga_type = 'trip' ORDER BY id;
 SELECT saga_status(:cancelled_id) AS cancelled_status;
+-- An example order it placed is not its own: saga_place_order started it
+-- with the extension owner's rights.  The error says whose it is.
+BEGIN;
+SELECT saga_place_order('zoe', 'widget', 1, 1.00) AS zoe_order \gset
+SELECT app_try_detail(format('SELECT saga_cancel(%s)', :zoe_order)) AS cancel_example_order;
+ROLLBACK;
 RESET ROLE;
 RESET search_path;
 
@@ -230,6 +249,6 @@ SELECT app_functions_of('app_user') AS app_user_after_reinstall,
        has_function_privilege('pg_monitor', 'saga_worker_status()', 'EXECUTE') AS pg_monitor_after_reinstall;
 DROP EXTENSION saga CASCADE;
 DROP SCHEMA app CASCADE;
-DROP FUNCTION app_try(text), app_run_sagas(), app_functions_of(name);
+DROP FUNCTION app_try(text), app_try_detail(text), app_run_sagas(), app_functions_of(name);
 DROP ROLE app_user, app_dba, app_member, app_group, app_watch;
 RESET saga.max_attempts;

@@ -271,6 +271,7 @@ abort_saga(int64 saga_id, const char *reason, bool wait, Oid check_owner)
 	bool		abortable;
 	HeapTuple	tup;
 	TupleDesc	desc;
+	Oid			owner;
 
 	/* a first look, to know the pattern and check rights before waiting */
 	saga_execute(&look_instance_plan, &arg, NULL, false, 0);
@@ -287,13 +288,20 @@ abort_saga(int64 saga_id, const char *reason, bool wait, Oid check_owner)
 	saga_type = TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull));
 	choreography = strcmp(TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull)),
 						  "choreography") == 0;
-	if (OidIsValid(check_owner) &&
-		!has_privs_of_role(check_owner,
-						   DatumGetObjectId(SPI_getbinval(tup, desc, 3, &isnull))))
+	owner = DatumGetObjectId(SPI_getbinval(tup, desc, 3, &isnull));
+	if (OidIsValid(check_owner) && !has_privs_of_role(check_owner, owner))
+	{
+		char	   *owner_name = GetUserNameFromId(owner, true);
+
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied to cancel saga %lld", (long long) saga_id),
-				 errdetail("Only the role that started a saga may cancel it.")));
+				 owner_name ?
+				 errdetail("Saga %lld belongs to role \"%s\": only that role and its members may cancel it.",
+						   (long long) saga_id, owner_name) :
+				 errdetail("Only the role that started a saga, and its members, may cancel it."),
+				 errhint("A saga started by a SECURITY DEFINER function (as the example's saga_place_order) belongs to that function's owner.")));
+	}
 	abortable = DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull));
 	if (!abortable)
 		return false;
