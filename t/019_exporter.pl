@@ -271,9 +271,13 @@ is( join(' ', map { "$_=" . ($m{"saga_dead_letters_count{consumer=\"$_\",databas
 	  qw(mailer audit signup order payment inventory)),
 	'mailer=1 audit=0 signup=0 order=0 payment=0 inventory=0', 'dead letters: mailer has one');
 
-# saga_stuck per problem
+# saga_stuck per problem: every problem, 0 when none has it (an alert on
+# "> 0" needs the series before the first occurrence)
 is( join(', ', map { /problem="([^"]*)"/; "$1=$m{$_}" } sort grep { /^saga_stuck_count\{/ } keys %m),
-	'compensation failing=1, consumer paused=2, dead letter=1', 'stuck, per problem');
+	'compensation failing=1, consumer paused=2, dead letter=1, delivery retrying=0, '
+	  . 'no worker=0, nothing pending=0, past its deadline=0, service paused=0, '
+	  . 'step retrying=0, waiting for a lock=0',
+	'stuck, per problem, the others at 0');
 
 # the workers
 is( join(' ', map { $m{"saga_database_$_\{database=\"shop\"}"} // 'absent' } qw(workers workers_wanted served)),
