@@ -207,8 +207,8 @@ SELECT saga_revoke_app('app_group') AS group_had_them;
 SELECT app_functions_of('app_member') AS member_functions;
 
 --
--- 7. pg_monitor reads the DBA's views (and nothing else); a role without
---    it reads none.
+-- 7. pg_monitor reads the DBA's views and runs saga_check(), nothing
+--    else; a role without it reads none.
 --
 SET ROLE app_watch;
 SELECT (SELECT count(*) FROM saga_instances) AS instances,
@@ -223,6 +223,9 @@ SELECT (SELECT count(*) FROM saga_instances) AS instances,
 SELECT app_try('SELECT count(*) FROM saga.instance') AS watch_reads_table;
 SELECT app_try('SELECT saga_run_pending()') AS watch_runs_sagas;
 SELECT app_try('SELECT saga_retry_delivery(1)') AS watch_retries;
+-- the checker too: it only reads what the views show
+SELECT app_try('SELECT count(*) FROM saga_check()') AS watch_checks,
+       (SELECT count(*) FROM saga_check()) AS violations;
 RESET ROLE;
 SET ROLE app_user;
 SELECT v, app_try('SELECT count(*) FROM ' || v) AS app_user_reads

@@ -1727,3 +1727,13 @@ COMMENT ON FUNCTION saga_notify_on_end(bigint, text) IS
 'when the saga ends, NOTIFY channel with "id:status" (one NOTIFY per channel and committing transaction, for every such saga it ended); false if the saga has ended already';
 -- as saga_status: any role, for the sagas it may see
 GRANT EXECUTE ON FUNCTION saga_notify_on_end(bigint, text) TO PUBLIC;
+
+------------------------------------------------------------------------------
+-- pg_monitor may ask saga_check()
+------------------------------------------------------------------------------
+
+-- The checker only reads, and what it tells (saga ids, the promise broken,
+-- a detail from the record) pg_monitor already reads in saga_instances and
+-- saga_stuck: a monitoring login may run it on a schedule and alert on any
+-- row, without being made the extension's owner.
+GRANT EXECUTE ON FUNCTION saga_check(interval, interval) TO pg_monitor;
