@@ -45,13 +45,14 @@ ok( $node->poll_query_until('postgres',
 sub run_example
 {
 	my ($dbname, @args) = @_;
+	my $user = $dbname =~ s/^(\w+)@// ? $1 : scalar getpwuid($<);
 	my ($out, $err) = ('', '');
 	local %ENV = %ENV;
 	delete @ENV{qw(PGSERVICE PGOPTIONS PGPASSWORD PGHOSTADDR PGSSLMODE)};
 	$ENV{PGHOST} = $node->host;
 	$ENV{PGPORT} = $node->port;
 	$ENV{PGDATABASE} = $dbname;
-	$ENV{PGUSER} = scalar getpwuid($<);
+	$ENV{PGUSER} = $user;
 	IPC::Run::run([ $python, $script, @args ], '<', \'', '>', \$out, '2>', \$err,
 		IPC::Run::timeout(180));
 	my $status = $? >> 8;
@@ -110,6 +111,17 @@ like($stderr, qr/42704.*saga -1 does not exist/s, 'a saga that does not exist: 4
 like($stderr, qr/channel name is too long/, 'a channel name too long for LISTEN: refused');
 ($rc, undef, $stderr) = $node->psql('shop', "SELECT saga_notify_on_end($mine, '')");
 like($stderr, qr/channel must not be empty/, 'an empty channel name: refused');
+
+# Run by an application role, as a user would try first: the setup is the
+# DBA's, and the script says so instead of a traceback (it printed one).
+($status, $out, $err) = run_example('shopper@shop');
+is($status, 2, 'run by a role that may not set balances: exit 2');
+like($err, qr/permission denied for function saga_set_balance.*the DBA's: run this as the extension's owner, or have it grant them to shopper/s,
+	'... saying whose functions they are');
+unlike($err, qr/Traceback/, '... without a traceback');
+($status, $out, $err) = run_example('postgres');
+is($status, 2, 'in a database without the extension: exit 2');
+like($err, qr/CREATE EXTENSION saga/, '... saying what is missing');
 
 $node->stop;
 done_testing();

@@ -56,9 +56,19 @@ def main():
 
     with conn:
         # the example's customer and products
-        conn.execute('SELECT saga_set_balance(%s, 1000.00)', (CUSTOMER,))
-        conn.execute('SELECT saga_set_stock(%s, 100)', (IN_STOCK,))
-        conn.execute('SELECT saga_set_stock(%s, 0)', (SOLD_OUT,))
+        try:
+            conn.execute('SELECT saga_set_balance(%s, 1000.00)', (CUSTOMER,))
+            conn.execute('SELECT saga_set_stock(%s, 100)', (IN_STOCK,))
+            conn.execute('SELECT saga_set_stock(%s, 0)', (SOLD_OUT,))
+        except psycopg.errors.InsufficientPrivilege as e:
+            print('place_order.py: %s\n(saga_set_balance and saga_set_stock are the DBA\'s: '
+                  'run this as the extension\'s owner, or have it grant them to %s)'
+                  % (str(e).strip(), conn.info.user), file=sys.stderr)
+            return 2
+        except psycopg.errors.UndefinedFunction as e:
+            print('place_order.py: %s\n(is the saga extension installed in database %s? '
+                  'CREATE EXTENSION saga)' % (str(e).strip(), conn.info.dbname), file=sys.stderr)
+            return 2
         conn.execute('LISTEN %s' % channel)
 
         # told: each notification names the sagas that ended in one commit;
